@@ -1,0 +1,364 @@
+"""The field store: one format for mocks and Quijote (specified in README, "The field store").
+
+A store is a directory holding ``manifest.json`` and one HDF5 file per simulation:
+
+    manifest.json   {"schema_version", "source", "box_size", "grid", "redshift", "los_axis",
+                     "fields": {name: {kind, channels, units, space, los_axis, mas}},
+                     "simulations": [{"id", "file", "seed", "params": {Omega_m, ...}}], "generator": {...}}
+    sim_00000.h5    attrs: schema_version, sim_id, box_size, grid, redshift, seed, los_axis, source,
+                           Omega_m, Omega_b, h, n_s, sigma_8, M_nu, w0, wa, complete
+                    fields/<name>: float32 (C, N, N, N), chunked, attrs kind, units, space, los_axis, mas
+    splits.json     {"train": [ids], "val": [ids], "test": [ids], "seed"} (written by the data modules)
+
+Every file is written under a temporary name in the same directory and renamed when complete, so an
+interrupted writer never leaves a file that reads as valid; ``complete = 1`` is the last attribute set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers Blosc & co. so compressed stores and Quijote files read)
+import numpy as np
+
+from lss_lightning.cosmology import PARAMETER_NAMES, Cosmology
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = "splits.json"
+FIELD_KINDS = ("scalar", "vector", "pseudovector")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_ATTRS = ("schema_version", "sim_id", "box_size", "grid", "redshift", "seed", "complete")
+
+
+class StoreError(RuntimeError):
+    """A field store that cannot be used as it is; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a stored field is: kind (scalar/vector/pseudovector), channels, units, space, los axis, MAS."""
+
+    kind: str
+    channels: int
+    units: str
+    space: str = "real"
+    los_axis: int = -1
+    mas: str = "cic"
+
+    def __post_init__(self):
+        if self.kind not in FIELD_KINDS:
+            raise ValueError(f"field kind must be one of {FIELD_KINDS}, got {self.kind!r}")
+        if self.space not in ("real", "redshift"):
+            raise ValueError(f"field space must be 'real' or 'redshift', got {self.space!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def field_spec(name: str, los_axis: int = 2, mas: str = "cic") -> FieldSpec:
+    """The spec of a standard field name: density, velocity, momentum, halos_m<i>, each optionally ``_rsd``."""
+    space = "redshift" if name.endswith("_rsd") else "real"
+    base = name.removesuffix("_rsd")
+    los = los_axis if space == "redshift" else -1
+    if base == "density" or re.fullmatch(r"halos_m\d+", base):
+        return FieldSpec("scalar", 1, "1", space, los, mas)
+    if base in ("velocity", "momentum", "velocity_linear"):
+        return FieldSpec("vector", 3, "km/s", space, los, mas)
+    raise ValueError(
+        f"no standard spec for field {name!r}; standard names are density, velocity, momentum, "
+        "velocity_linear, halos_m<i>, each with an optional '_rsd' suffix"
+    )
+
+
+def sim_file_name(sim_id: str) -> str:
+    return f"{sim_id}.h5"
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, payload: Mapping) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete temporary files left by interrupted writers (they never read as simulations)."""
+    stale = sorted(Path(root).glob(".*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def build_manifest(
+    *,
+    source: str,
+    box_size: float,
+    grid: int,
+    redshift: float,
+    los_axis: int,
+    fields: Mapping[str, FieldSpec],
+    simulations: Iterable[Mapping],
+    generator: Mapping | None = None,
+) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": source,
+        "box_size": float(box_size),
+        "grid": int(grid),
+        "redshift": float(redshift),
+        "los_axis": int(los_axis),
+        "fields": {name: spec.to_dict() for name, spec in fields.items()},
+        "simulations": [dict(s) for s in simulations],
+        "generator": dict(generator or {}),
+    }
+
+
+def write_simulation(
+    root: Path,
+    manifest: Mapping,
+    sim: Mapping,
+    fields: Mapping[str, np.ndarray],
+    *,
+    chunk: int = 32,
+    compression: str | None = None,
+    extra_attrs: Mapping[str, Mapping] | None = None,
+) -> Path:
+    """Write one simulation's fields atomically to ``root/<id>.h5``.
+
+    fields: name -> float32 array (C, N, N, N) matching the manifest; compression: None, "gzip", "lzf"
+    or "blosc" (Blosc/zstd via hdf5plugin); extra_attrs: name -> dataset attributes (e.g. empty_fraction).
+    """
+    root = Path(root)
+    n = manifest["grid"]
+    path = root / sim["file"]
+    for name, spec in manifest["fields"].items():
+        if name not in fields:
+            raise StoreError(f"{path}: field {name!r} listed in the manifest was not produced")
+        arr = fields[name]
+        if tuple(arr.shape) != (spec["channels"], n, n, n):
+            raise StoreError(f"{path}: field {name!r} shaped {tuple(arr.shape)}, manifest says {(spec['channels'], n, n, n)}")
+        if not np.isfinite(arr).all():
+            raise StoreError(f"{path}: field {name!r} holds NaN or inf; refusing to write it")
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(
+            schema_version=SCHEMA_VERSION,
+            sim_id=sim["id"],
+            box_size=manifest["box_size"],
+            grid=n,
+            redshift=manifest["redshift"],
+            seed=int(sim.get("seed", -1)),
+            los_axis=manifest["los_axis"],
+            source=manifest["source"],
+        )
+        cosmo = Cosmology.from_mapping(sim["params"]).to_dict()
+        f.attrs.update({k: cosmo[k] for k in PARAMETER_NAMES})
+        group = f.create_group("fields")
+        c = min(chunk, n)
+        for name, spec in manifest["fields"].items():
+            ds = group.create_dataset(
+                name,
+                data=np.ascontiguousarray(fields[name], dtype=np.float32),
+                chunks=(spec["channels"], c, c, c),
+                **_compression_kwargs(compression),
+            )
+            ds.attrs.update({k: spec[k] for k in ("kind", "units", "space", "los_axis", "mas")})
+            ds.attrs.update((extra_attrs or {}).get(name, {}))
+        f.attrs["complete"] = 1
+    return path
+
+
+def _compression_kwargs(compression: str | None) -> dict:
+    if compression in (None, "none"):
+        return {}
+    if compression in ("gzip", "lzf"):
+        return {"compression": compression}
+    if compression == "blosc":
+        return dict(hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    raise ValueError(f"unknown compression {compression!r}; use none, gzip, lzf or blosc")
+
+
+class FieldStore:
+    """Validating reader of a field store directory."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        manifest_path = self.root / MANIFEST
+        if not manifest_path.exists():
+            raise StoreError(
+                f"{manifest_path} not found: {self.root} is not a field store. Build one with "
+                f"`python -m lss_lightning.mocks store={self.root}` or convert Quijote with "
+                f"`python -m lss_lightning.data.quijote store={self.root}`"
+            )
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{manifest_path} is not valid JSON ({e}); delete the store and regenerate it") from e
+        self._check_manifest(manifest_path)
+        self.fields = {name: FieldSpec(**spec) for name, spec in self.manifest["fields"].items()}
+        self._sims = {s["id"]: s for s in self.manifest["simulations"]}
+
+    def _check_manifest(self, path: Path) -> None:
+        m = self.manifest
+        version = m.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path}: schema_version {version!r}, this lss-lightning reads {SCHEMA_VERSION}; "
+                "regenerate the store with this version"
+            )
+        missing = [k for k in ("box_size", "grid", "redshift", "los_axis", "fields", "simulations") if k not in m]
+        if missing:
+            raise StoreError(f"{path}: missing keys {missing}; the manifest is damaged, regenerate the store")
+
+    # -- manifest-level facts -----------------------------------------------------------------
+    @property
+    def box_size(self) -> float:
+        return float(self.manifest["box_size"])
+
+    @property
+    def grid(self) -> int:
+        return int(self.manifest["grid"])
+
+    @property
+    def redshift(self) -> float:
+        return float(self.manifest["redshift"])
+
+    @property
+    def los_axis(self) -> int:
+        return int(self.manifest["los_axis"])
+
+    @property
+    def simulation_ids(self) -> list[str]:
+        return list(self._sims)
+
+    def simulation(self, sim_id: str) -> Mapping:
+        try:
+            return self._sims[sim_id]
+        except KeyError:
+            raise StoreError(f"{self.root}: no simulation {sim_id!r} in the manifest") from None
+
+    def cosmology(self, sim_id: str) -> Cosmology:
+        return Cosmology.from_mapping(self.simulation(sim_id)["params"])
+
+    def path(self, sim_id: str) -> Path:
+        return self.root / self.simulation(sim_id)["file"]
+
+    def is_complete(self, sim_id: str) -> bool:
+        """True if the simulation file exists and its header validates (cheap; no data read)."""
+        try:
+            with self.open(sim_id):
+                return True
+        except StoreError:
+            return False
+
+    def missing(self) -> list[str]:
+        return [s for s in self._sims if not self.is_complete(s)]
+
+    def require_fields(self, names: Iterable[str]) -> None:
+        absent = [n for n in names if n not in self.fields]
+        if absent:
+            raise StoreError(
+                f"{self.root / MANIFEST}: fields {absent} are not in this store (it has {sorted(self.fields)}); "
+                "regenerate it with those fields (mocks: `fields=[...]`) or ask for fields it has"
+            )
+
+    # -- files ----------------------------------------------------------------------------------
+    def open(self, sim_id: str) -> h5py.File:
+        """Open one simulation read-only after validating its header against the manifest."""
+        path = self.path(sim_id)
+        fix = f"delete {path} and rerun the generator or converter for {self.root}; it redoes only missing simulations"
+        if not path.exists():
+            raise StoreError(f"{path} is missing: {fix}")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise StoreError(f"{path} cannot be read as HDF5, it is corrupt or truncated ({e}): {fix}") from e
+        try:
+            self._check_header(f, path, sim_id, fix)
+        except Exception:
+            f.close()
+            raise
+        return f
+
+    def _check_header(self, f: h5py.File, path: Path, sim_id: str, fix: str) -> None:
+        absent = [a for a in _FILE_ATTRS if a not in f.attrs]
+        if absent:
+            raise StoreError(f"{path} lacks attributes {absent} (incomplete write?): {fix}")
+        if int(f.attrs["schema_version"]) != SCHEMA_VERSION:
+            raise StoreError(f"{path} has schema_version {f.attrs['schema_version']}, expected {SCHEMA_VERSION}: {fix}")
+        if int(f.attrs["complete"]) != 1:
+            raise StoreError(f"{path} was not completely written: {fix}")
+        if str(f.attrs["sim_id"]) != sim_id:
+            raise StoreError(f"{path} holds simulation {f.attrs['sim_id']!r}, the manifest expects {sim_id!r}: {fix}")
+        n = self.grid
+        for name, spec in self.fields.items():
+            key = f"fields/{name}"
+            if key not in f:
+                raise StoreError(f"{path} lacks field {name!r}: {fix}")
+            shape = f[key].shape
+            if shape != (spec.channels, n, n, n):
+                raise StoreError(f"{path}: field {name!r} shaped {shape}, expected {(spec.channels, n, n, n)}: {fix}")
+
+    def read(self, sim_id: str, name: str) -> np.ndarray:
+        """A whole field (C, N, N, N) float32, checked for NaN/inf."""
+        self.require_fields([name])
+        with self.open(sim_id) as f:
+            try:
+                data = f[f"fields/{name}"][...]
+            except OSError as e:
+                raise StoreError(
+                    f"{self.path(sim_id)}: field {name!r} cannot be read ({e}); the file is damaged: "
+                    f"delete it and regenerate"
+                ) from e
+        if not np.isfinite(data).all():
+            raise StoreError(f"{self.path(sim_id)}: field {name!r} holds NaN or inf; delete the file and regenerate it")
+        return data
+
+    def validate(self, deep: bool = False) -> None:
+        """Check every simulation's header; with deep=True also read every field and check for NaN/inf."""
+        for sim_id in self._sims:
+            if deep:
+                for name in self.fields:
+                    self.read(sim_id, name)
+            else:
+                with self.open(sim_id):
+                    pass
+
+    # -- splits ---------------------------------------------------------------------------------
+    def load_splits(self) -> dict[str, list[str]] | None:
+        path = self.root / SPLITS
+        if not path.exists():
+            return None
+        splits = json.loads(path.read_text())
+        unknown = [s for part in ("train", "val", "test") for s in splits.get(part, []) if s not in self._sims]
+        if unknown:
+            raise StoreError(f"{path} names simulations {unknown[:5]} that are not in the manifest; delete {path}")
+        return splits
+
+    def save_splits(self, splits: Mapping[str, list[str]]) -> None:
+        write_json_atomic(self.root / SPLITS, dict(splits))

@@ -1,0 +1,1 @@
+"""The built-in universe: Gaussian initial conditions, LPT particles and the store generator."""

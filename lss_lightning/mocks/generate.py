@@ -1,0 +1,197 @@
+"""Parameter design -> LPT simulations -> field store, resumably.
+
+A design is either one cosmology with many seeds (``design=seeds``) or a seeded Latin hypercube over a
+prior (``design=latin_hypercube``, one seed per cosmology). Simulation seeds come from
+``numpy.random.SeedSequence(seed)``, so growing ``n_sims`` keeps the existing simulations (the manifest
+is extended rather than rejected). A rerun skips every simulation whose file validates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from lss_lightning.cosmology import Cosmology, latin_hypercube
+from lss_lightning.data.store import (
+    MANIFEST,
+    FieldStore,
+    StoreError,
+    build_manifest,
+    field_spec,
+    remove_stale_temporaries,
+    sim_file_name,
+    write_json_atomic,
+    write_simulation,
+)
+from lss_lightning.fields.particles import PARTICLE_FIELDS, ParticleGridder
+from lss_lightning.fields.velocity import linear_velocity
+from lss_lightning.mocks.ics import gaussian_field_k
+from lss_lightning.mocks.lpt import lpt_particles
+
+log = logging.getLogger(__name__)
+LINEAR_FIELDS = {"velocity_linear": "density", "velocity_linear_rsd": "density_rsd"}
+
+
+@dataclass
+class MockConfig:
+    """Everything that defines a mock store (mirrors conf/mocks.yaml)."""
+
+    store: str
+    n_sims: int = 16
+    grid: int = 64
+    particles: int | None = None  # particles per side; None = grid
+    box_size: float = 128.0  # Mpc/h
+    redshift: float = 0.0
+    seed: int = 42
+    lpt_order: int = 2
+    power: str = "camb"  # camb | eh
+    design: str = "seeds"  # seeds | latin_hypercube
+    prior: str | dict = "quijote_lh"
+    cosmology: dict = field(default_factory=dict)  # overrides of the Quijote fiducial
+    fields: list = field(default_factory=lambda: ["density", "velocity", "momentum", "density_rsd"])
+    los_axis: int = 2
+    linear_smoothing: float = 0.0  # Mpc/h, Gaussian smoothing of velocity_linear fields
+    fixed_amplitude: bool = False
+    compression: str | None = None
+    chunk: int = 32
+    device: str = "auto"
+
+    def __post_init__(self):
+        self.fields = list(self.fields)
+        self.cosmology = dict(self.cosmology)
+        if self.n_sims < 1 or self.grid < 4 or self.box_size <= 0:
+            raise ValueError(f"need n_sims >= 1, grid >= 4, box_size > 0; got {self.n_sims}, {self.grid}, {self.box_size}")
+        if self.design not in ("seeds", "latin_hypercube"):
+            raise ValueError(f"design must be 'seeds' or 'latin_hypercube', got {self.design!r}")
+        if self.los_axis not in (0, 1, 2):
+            raise ValueError(f"los_axis must be 0, 1 or 2, got {self.los_axis}")
+        for name in self.fields:
+            if name in LINEAR_FIELDS:
+                continue
+            if name.removesuffix("_rsd") not in PARTICLE_FIELDS:
+                raise ValueError(
+                    f"mocks cannot make field {name!r}; choose from {list(PARTICLE_FIELDS)} (+ '_rsd') "
+                    f"and {list(LINEAR_FIELDS)}"
+                )
+
+    @property
+    def n_particles(self) -> int:
+        return self.particles or self.grid
+
+
+def design(cfg: MockConfig) -> list[dict]:
+    """The simulations of a store: id, file, seed and cosmological parameters."""
+    seeds = np.random.SeedSequence(cfg.seed).generate_state(cfg.n_sims).tolist()
+    fiducial = Cosmology.from_mapping(cfg.cosmology)
+    if cfg.design == "seeds":
+        cosmologies = [fiducial] * cfg.n_sims
+    else:
+        cosmologies = latin_hypercube(cfg.prior, cfg.n_sims, seed=cfg.seed, fiducial=fiducial if cfg.cosmology else None)
+    return [
+        {"id": f"sim_{i:05d}", "file": sim_file_name(f"sim_{i:05d}"), "seed": int(s), "params": c.to_dict()}
+        for i, (s, c) in enumerate(zip(seeds, cosmologies))
+    ]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def simulate(cfg: MockConfig, sim: Mapping, device=None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Run one LPT simulation and grid it: (fields name -> (C, N, N, N) float32, dataset attributes)."""
+    device = device or _device(cfg.device)
+    cosmo = Cosmology.from_mapping(sim["params"])
+    z = cfg.redshift
+    delta_k = gaussian_field_k(
+        lambda k: cosmo.linear_power(k, z, cfg.power),
+        cfg.n_particles,
+        cfg.box_size,
+        sim["seed"],
+        fixed_amplitude=cfg.fixed_amplitude,
+        device=device,
+    )
+    particles = lpt_particles(delta_k, cfg.box_size, cosmo, z, cfg.lpt_order)
+    del delta_k
+    painted = [f for f in cfg.fields if f not in LINEAR_FIELDS]
+    painted += [src for f, src in LINEAR_FIELDS.items() if f in cfg.fields and src not in painted]
+    gridder = ParticleGridder(cfg.grid, cfg.box_size, painted, a_h=cosmo.a_h(z), los_axis=cfg.los_axis, device=device)
+    gridder.add(particles.positions, particles.velocities)
+    grids = gridder.finalise()
+    attrs = {name: {"empty_fraction": frac} for name, frac in gridder.empty_fraction.items()}
+    for name, source in LINEAR_FIELDS.items():
+        if name in cfg.fields:
+            grids[name] = linear_velocity(grids[source], cfg.box_size, cosmo.a_h_f(z), smoothing=cfg.linear_smoothing)
+            attrs[name] = {"source": source, "smoothing": cfg.linear_smoothing, "a_h_f": cosmo.a_h_f(z)}
+    return {name: grids[name].cpu().numpy() for name in cfg.fields}, attrs
+
+
+def _manifest(cfg: MockConfig, sims: list[dict]) -> dict:
+    specs = {name: field_spec(name, cfg.los_axis) for name in cfg.fields}
+    return build_manifest(
+        source=f"mock-{cfg.lpt_order}lpt",
+        box_size=cfg.box_size,
+        grid=cfg.grid,
+        redshift=cfg.redshift,
+        los_axis=cfg.los_axis,
+        fields=specs,
+        simulations=sims,
+        generator={k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in ("store", "n_sims", "device")},
+    )
+
+
+def _reconcile(root: Path, manifest: dict) -> None:
+    """Refuse to mix designs in one store; allow growing a store whose simulations are a prefix of the new design."""
+    old = FieldStore(root).manifest
+    for key in ("source", "box_size", "grid", "redshift", "los_axis", "fields", "generator"):
+        if old.get(key) != manifest[key]:
+            raise StoreError(
+                f"{root / MANIFEST} was made with a different {key} ({old.get(key)!r} vs {manifest[key]!r}); "
+                f"choose another store=PATH or delete {root} to rebuild it"
+            )
+    old_sims, new_sims = old["simulations"], manifest["simulations"]
+    if new_sims[: len(old_sims)] != old_sims[: len(new_sims)]:
+        raise StoreError(
+            f"{root / MANIFEST} lists different simulations (seeds or parameters) than this design; "
+            f"choose another store=PATH or delete {root} to rebuild it"
+        )
+
+
+def generate_store(cfg: MockConfig, *, progress: bool = True) -> FieldStore:
+    """Build (or finish) the store at ``cfg.store``; returns the validated store."""
+    root = Path(cfg.store).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    sims = design(cfg)
+    manifest = _manifest(cfg, sims)
+    if (root / MANIFEST).exists():
+        _reconcile(root, manifest)
+    write_json_atomic(root / MANIFEST, manifest)
+    stale = remove_stale_temporaries(root)
+    if stale:
+        log.info("removed %d partial files left by an interrupted run", len(stale))
+    store = FieldStore(root)
+    todo = [s for s in sims if not store.is_complete(s["id"])]
+    if not todo:
+        log.info("store %s is complete (%d simulations)", root, len(sims))
+        return store
+    device = _device(cfg.device)
+    log.info("generating %d of %d simulations into %s on %s", len(todo), len(sims), root, device)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"{cfg.n_particles}^3 {cfg.lpt_order}LPT -> {cfg.grid}^3", total=len(sims), completed=len(sims) - len(todo))
+        for sim in todo:
+            start = time.perf_counter()
+            fields, attrs = simulate(cfg, sim, device)
+            write_simulation(root, manifest, sim, fields, chunk=cfg.chunk, compression=cfg.compression, extra_attrs=attrs)
+            log.debug("%s done in %.2f s", sim["id"], time.perf_counter() - start)
+            bar.advance(task)
+    store.validate()
+    return store
