@@ -17,10 +17,12 @@ interrupted writer never leaves a file that reads as valid; ``complete = 1`` is 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ import numpy as np
 
 from lss_lightning.cosmology import PARAMETER_NAMES, Cosmology
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = "splits.json"
@@ -362,3 +365,89 @@ class FieldStore:
 
     def save_splits(self, splits: Mapping[str, list[str]]) -> None:
         write_json_atomic(self.root / SPLITS, dict(splits))
+
+
+# -- resumable writing ------------------------------------------------------------------------------
+Producer = Callable[[Mapping], tuple[Mapping[str, np.ndarray], Mapping[str, Mapping]]]
+
+
+def reconcile_manifest(root: Path, manifest: Mapping, keys: Iterable[str]) -> None:
+    """Refuse to mix different setups in one store; allow growing a store whose simulations are a prefix.
+
+    keys: the manifest entries that must agree (e.g. box_size, grid, fields, generator).
+    """
+    old = FieldStore(root).manifest
+    for key in keys:
+        if old.get(key) != manifest.get(key):
+            raise StoreError(
+                f"{root / MANIFEST} was made with a different {key} ({old.get(key)!r} vs {manifest.get(key)!r}); "
+                f"choose another store=PATH or delete {root} to rebuild it"
+            )
+    old_sims, new_sims = old["simulations"], manifest["simulations"]
+    n = min(len(old_sims), len(new_sims))
+    if old_sims[:n] != new_sims[:n]:
+        raise StoreError(
+            f"{root / MANIFEST} lists different simulations (seeds, sources or parameters) than this run; "
+            f"choose another store=PATH or delete {root} to rebuild it"
+        )
+
+
+def fill_store(
+    root: str | os.PathLike,
+    manifest: Mapping,
+    produce: Producer,
+    *,
+    reconcile_keys: Iterable[str] = ("source", "box_size", "grid", "redshift", "los_axis", "fields", "generator"),
+    only: Iterable[str] | None = None,
+    chunk: int = 32,
+    compression: str | None = None,
+    progress: bool = True,
+    description: str = "simulations",
+) -> FieldStore:
+    """Write the manifest, then every simulation whose file does not validate yet, one atomic file each.
+
+    produce(sim) -> (fields name -> (C, N, N, N) float32, dataset attributes name -> dict).
+    only: restrict to these simulation ids (one shard of a parallel run); the manifest always lists all.
+    Safe to rerun after a crash or a kill; several processes may fill disjoint shards of one store.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    root = Path(root).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / MANIFEST).exists():
+        reconcile_manifest(root, manifest, reconcile_keys)
+    write_json_atomic(root / MANIFEST, manifest)
+    store = FieldStore(root)
+    wanted = set(store.simulation_ids if only is None else only)
+    unknown = wanted - set(store.simulation_ids)
+    if unknown:
+        raise StoreError(f"{root}: asked to write simulations {sorted(unknown)[:5]} that the manifest does not list")
+    sims = [s for s in manifest["simulations"] if s["id"] in wanted]
+    todo = [s for s in sims if not store.is_complete(s["id"])]
+    if not todo:
+        log.info("store %s: all %d simulations present", root, len(sims))
+        return store
+    log.info("store %s: writing %d of %d simulations", root, len(todo), len(sims))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task(description, total=len(sims), completed=len(sims) - len(todo))
+        for sim in todo:
+            start = time.perf_counter()
+            fields, attrs = produce(sim)
+            write_simulation(root, manifest, sim, fields, chunk=chunk, compression=compression, extra_attrs=attrs)
+            log.debug("%s written in %.2f s", sim["id"], time.perf_counter() - start)
+            bar.advance(task)
+    return store

@@ -9,26 +9,21 @@ is extended rather than rejected). A rerun skips every simulation whose file val
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lss_lightning.cosmology import Cosmology, latin_hypercube
 from lss_lightning.data.store import (
-    MANIFEST,
     FieldStore,
-    StoreError,
     build_manifest,
     field_spec,
+    fill_store,
     remove_stale_temporaries,
     sim_file_name,
-    write_json_atomic,
-    write_simulation,
 )
 from lss_lightning.fields.particles import PARTICLE_FIELDS, ParticleGridder
 from lss_lightning.fields.velocity import linear_velocity
@@ -148,50 +143,21 @@ def _manifest(cfg: MockConfig, sims: list[dict]) -> dict:
     )
 
 
-def _reconcile(root: Path, manifest: dict) -> None:
-    """Refuse to mix designs in one store; allow growing a store whose simulations are a prefix of the new design."""
-    old = FieldStore(root).manifest
-    for key in ("source", "box_size", "grid", "redshift", "los_axis", "fields", "generator"):
-        if old.get(key) != manifest[key]:
-            raise StoreError(
-                f"{root / MANIFEST} was made with a different {key} ({old.get(key)!r} vs {manifest[key]!r}); "
-                f"choose another store=PATH or delete {root} to rebuild it"
-            )
-    old_sims, new_sims = old["simulations"], manifest["simulations"]
-    if new_sims[: len(old_sims)] != old_sims[: len(new_sims)]:
-        raise StoreError(
-            f"{root / MANIFEST} lists different simulations (seeds or parameters) than this design; "
-            f"choose another store=PATH or delete {root} to rebuild it"
-        )
-
-
 def generate_store(cfg: MockConfig, *, progress: bool = True) -> FieldStore:
     """Build (or finish) the store at ``cfg.store``; returns the validated store."""
     root = Path(cfg.store).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    sims = design(cfg)
-    manifest = _manifest(cfg, sims)
-    if (root / MANIFEST).exists():
-        _reconcile(root, manifest)
-    write_json_atomic(root / MANIFEST, manifest)
-    stale = remove_stale_temporaries(root)
+    stale = remove_stale_temporaries(root) if root.exists() else []
     if stale:
         log.info("removed %d partial files left by an interrupted run", len(stale))
-    store = FieldStore(root)
-    todo = [s for s in sims if not store.is_complete(s["id"])]
-    if not todo:
-        log.info("store %s is complete (%d simulations)", root, len(sims))
-        return store
     device = _device(cfg.device)
-    log.info("generating %d of %d simulations into %s on %s", len(todo), len(sims), root, device)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task(f"{cfg.n_particles}^3 {cfg.lpt_order}LPT -> {cfg.grid}^3", total=len(sims), completed=len(sims) - len(todo))
-        for sim in todo:
-            start = time.perf_counter()
-            fields, attrs = simulate(cfg, sim, device)
-            write_simulation(root, manifest, sim, fields, chunk=cfg.chunk, compression=cfg.compression, extra_attrs=attrs)
-            log.debug("%s done in %.2f s", sim["id"], time.perf_counter() - start)
-            bar.advance(task)
+    store = fill_store(
+        root,
+        _manifest(cfg, design(cfg)),
+        lambda sim: simulate(cfg, sim, device),
+        chunk=cfg.chunk,
+        compression=cfg.compression,
+        progress=progress,
+        description=f"{cfg.n_particles}^3 {cfg.lpt_order}LPT -> {cfg.grid}^3 on {device}",
+    )
     store.validate()
     return store
