@@ -43,13 +43,17 @@ class Cosmology:
                 raise ValueError(f"cosmological parameter {name} must be finite, got {value}")
             object.__setattr__(self, name, float(value))
         if not 0 < self.Omega_b < self.Omega_m < 1:
-            raise ValueError(f"need 0 < Omega_b < Omega_m < 1, got Omega_b={self.Omega_b}, Omega_m={self.Omega_m}")
+            raise ValueError(
+                f"need 0 < Omega_b < Omega_m < 1, got Omega_b={self.Omega_b}, Omega_m={self.Omega_m}"
+            )
         if not 0.2 < self.h < 1.5:
             raise ValueError(f"h is H0 / (100 km/s/Mpc), expected in (0.2, 1.5), got {self.h}")
         if self.sigma_8 <= 0 or self.M_nu < 0:
             raise ValueError(f"need sigma_8 > 0 and M_nu >= 0, got {self.sigma_8}, {self.M_nu}")
         if self.Omega_nu >= self.Omega_m - self.Omega_b:
-            raise ValueError(f"M_nu={self.M_nu} eV leaves no room for cold dark matter at Omega_m={self.Omega_m}")
+            raise ValueError(
+                f"M_nu={self.M_nu} eV leaves no room for cold dark matter at Omega_m={self.Omega_m}"
+            )
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -171,7 +175,9 @@ def _growth_solution(cosmo: Cosmology):
         a = math.exp(lna)
         de = cosmo.Omega_de * cosmo._de_evolution(a)
         e2 = cosmo.Omega_m * a**-3 + de
-        dlne2 = (-3.0 * cosmo.Omega_m * a**-3 + de * (-3.0 * (1.0 + cosmo.w0 + cosmo.wa) + 3.0 * cosmo.wa * a)) / e2
+        dlne2 = (
+            -3.0 * cosmo.Omega_m * a**-3 + de * (-3.0 * (1.0 + cosmo.w0 + cosmo.wa) + 3.0 * cosmo.wa * a)
+        ) / e2
         om = cosmo.Omega_m * a**-3 / e2
         return [y[1], -(2.0 + 0.5 * dlne2) * y[1] + 1.5 * om * y[0]]
 
@@ -186,9 +192,13 @@ def _camb_table(cosmo: Cosmology, z: float, kmax: float = 50.0):
     h2 = cosmo.h**2
     pars = camb.CAMBparams()
     neutrinos = {"mnu": cosmo.M_nu, "num_massive_neutrinos": 3 if cosmo.M_nu > 0 else 1}
-    pars.set_cosmology(H0=100 * cosmo.h, ombh2=cosmo.Omega_b * h2, omch2=0.1, neutrino_hierarchy="degenerate", **neutrinos)
+    pars.set_cosmology(
+        H0=100 * cosmo.h, ombh2=cosmo.Omega_b * h2, omch2=0.1, neutrino_hierarchy="degenerate", **neutrinos
+    )
     omch2 = cosmo.Omega_m * h2 - pars.ombh2 - pars.omnuh2  # CAMB's own neutrino density
-    pars.set_cosmology(H0=100 * cosmo.h, ombh2=cosmo.Omega_b * h2, omch2=omch2, neutrino_hierarchy="degenerate", **neutrinos)
+    pars.set_cosmology(
+        H0=100 * cosmo.h, ombh2=cosmo.Omega_b * h2, omch2=omch2, neutrino_hierarchy="degenerate", **neutrinos
+    )
     if cosmo.w0 != -1.0 or cosmo.wa != 0.0:
         pars.set_dark_energy(w=cosmo.w0, wa=cosmo.wa, dark_energy_model="ppf")
     pars.InitPower.set_params(As=2e-9, ns=cosmo.n_s)
@@ -299,4 +309,4 @@ def latin_hypercube(
     lows = np.array([bounds[p][0] for p in names])
     highs = np.array([bounds[p][1] for p in names])
     samples = qmc.scale(unit, lows, highs)
-    return [Cosmology.from_mapping(dict(zip(names, row.tolist())), base=fiducial) for row in samples]
+    return [Cosmology.from_mapping(dict(zip(names, row.tolist(), strict=True)), base=fiducial) for row in samples]

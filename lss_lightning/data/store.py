@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
-import hdf5plugin  # noqa: F401  (registers Blosc & co. so compressed stores and Quijote files read)
+import hdf5plugin
 import numpy as np
 
 from lss_lightning.cosmology import PARAMETER_NAMES, Cosmology
@@ -165,7 +165,9 @@ def write_simulation(
             raise StoreError(f"{path}: field {name!r} listed in the manifest was not produced")
         arr = fields[name]
         if tuple(arr.shape) != (spec["channels"], n, n, n):
-            raise StoreError(f"{path}: field {name!r} shaped {tuple(arr.shape)}, manifest says {(spec['channels'], n, n, n)}")
+            raise StoreError(
+                f"{path}: field {name!r} shaped {tuple(arr.shape)}, manifest says {(spec['channels'], n, n, n)}"
+            )
         if not np.isfinite(arr).all():
             raise StoreError(f"{path}: field {name!r} holds NaN or inf; refusing to write it")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
@@ -221,7 +223,9 @@ class FieldStore:
         try:
             self.manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as e:
-            raise StoreError(f"{manifest_path} is not valid JSON ({e}); delete the store and regenerate it") from e
+            raise StoreError(
+                f"{manifest_path} is not valid JSON ({e}); delete the store and regenerate it"
+            ) from e
         self._check_manifest(manifest_path)
         self.fields = {name: FieldSpec(**spec) for name, spec in self.manifest["fields"].items()}
         self._sims = {s["id"]: s for s in self.manifest["simulations"]}
@@ -234,7 +238,9 @@ class FieldStore:
                 f"{path}: schema_version {version!r}, this lss-lightning reads {SCHEMA_VERSION}; "
                 "regenerate the store with this version"
             )
-        missing = [k for k in ("box_size", "grid", "redshift", "los_axis", "fields", "simulations") if k not in m]
+        missing = [
+            k for k in ("box_size", "grid", "redshift", "los_axis", "fields", "simulations") if k not in m
+        ]
         if missing:
             raise StoreError(f"{path}: missing keys {missing}; the manifest is damaged, regenerate the store")
 
@@ -313,11 +319,15 @@ class FieldStore:
         if absent:
             raise StoreError(f"{path} lacks attributes {absent} (incomplete write?): {fix}")
         if int(f.attrs["schema_version"]) != SCHEMA_VERSION:
-            raise StoreError(f"{path} has schema_version {f.attrs['schema_version']}, expected {SCHEMA_VERSION}: {fix}")
+            raise StoreError(
+                f"{path} has schema_version {f.attrs['schema_version']}, expected {SCHEMA_VERSION}: {fix}"
+            )
         if int(f.attrs["complete"]) != 1:
             raise StoreError(f"{path} was not completely written: {fix}")
         if str(f.attrs["sim_id"]) != sim_id:
-            raise StoreError(f"{path} holds simulation {f.attrs['sim_id']!r}, the manifest expects {sim_id!r}: {fix}")
+            raise StoreError(
+                f"{path} holds simulation {f.attrs['sim_id']!r}, the manifest expects {sim_id!r}: {fix}"
+            )
         n = self.grid
         for name, spec in self.fields.items():
             key = f"fields/{name}"
@@ -325,7 +335,9 @@ class FieldStore:
                 raise StoreError(f"{path} lacks field {name!r}: {fix}")
             shape = f[key].shape
             if shape != (spec.channels, n, n, n):
-                raise StoreError(f"{path}: field {name!r} shaped {shape}, expected {(spec.channels, n, n, n)}: {fix}")
+                raise StoreError(
+                    f"{path}: field {name!r} shaped {shape}, expected {(spec.channels, n, n, n)}: {fix}"
+                )
 
     def read(self, sim_id: str, name: str) -> np.ndarray:
         """A whole field (C, N, N, N) float32, checked for NaN/inf."""
@@ -339,7 +351,9 @@ class FieldStore:
                     f"delete it and regenerate"
                 ) from e
         if not np.isfinite(data).all():
-            raise StoreError(f"{self.path(sim_id)}: field {name!r} holds NaN or inf; delete the file and regenerate it")
+            raise StoreError(
+                f"{self.path(sim_id)}: field {name!r} holds NaN or inf; delete the file and regenerate it"
+            )
         return data
 
     def validate(self, deep: bool = False) -> None:
@@ -358,9 +372,13 @@ class FieldStore:
         if not path.exists():
             return None
         splits = json.loads(path.read_text())
-        unknown = [s for part in ("train", "val", "test") for s in splits.get(part, []) if s not in self._sims]
+        unknown = [
+            s for part in ("train", "val", "test") for s in splits.get(part, []) if s not in self._sims
+        ]
         if unknown:
-            raise StoreError(f"{path} names simulations {unknown[:5]} that are not in the manifest; delete {path}")
+            raise StoreError(
+                f"{path} names simulations {unknown[:5]} that are not in the manifest; delete {path}"
+            )
         return splits
 
     def save_splits(self, splits: Mapping[str, list[str]]) -> None:
@@ -397,7 +415,15 @@ def fill_store(
     manifest: Mapping,
     produce: Producer,
     *,
-    reconcile_keys: Iterable[str] = ("source", "box_size", "grid", "redshift", "los_axis", "fields", "generator"),
+    reconcile_keys: Iterable[str] = (
+        "source",
+        "box_size",
+        "grid",
+        "redshift",
+        "los_axis",
+        "fields",
+        "generator",
+    ),
     only: Iterable[str] | None = None,
     chunk: int = 32,
     compression: str | None = None,
@@ -428,7 +454,9 @@ def fill_store(
     wanted = set(store.simulation_ids if only is None else only)
     unknown = wanted - set(store.simulation_ids)
     if unknown:
-        raise StoreError(f"{root}: asked to write simulations {sorted(unknown)[:5]} that the manifest does not list")
+        raise StoreError(
+            f"{root}: asked to write simulations {sorted(unknown)[:5]} that the manifest does not list"
+        )
     sims = [s for s in manifest["simulations"] if s["id"] in wanted]
     todo = [s for s in sims if not store.is_complete(s["id"])]
     if not todo:
@@ -447,7 +475,9 @@ def fill_store(
         for sim in todo:
             start = time.perf_counter()
             fields, attrs = produce(sim)
-            write_simulation(root, manifest, sim, fields, chunk=chunk, compression=compression, extra_attrs=attrs)
+            write_simulation(
+                root, manifest, sim, fields, chunk=chunk, compression=compression, extra_attrs=attrs
+            )
             log.debug("%s written in %.2f s", sim["id"], time.perf_counter() - start)
             bar.advance(task)
     return store

@@ -12,6 +12,7 @@ Conventions (see README, "Conventions"):
 from __future__ import annotations
 
 import math
+
 import torch
 
 MAS_ORDER = {"ngp": 1, "cic": 2, "tsc": 3, "pcs": 4}

@@ -41,14 +41,22 @@ class ParticleGridder:
         self.spaces = sorted({"rsd" if f.endswith("_rsd") else "real" for f in fields})
         if "rsd" in self.spaces and a_h is None:
             raise ValueError("redshift-space fields need a_h = a H(z) in (km/s)/(Mpc/h)")
-        self.n, self.box_size, self.fields, self.a_h, self.los_axis = n, float(box_size), tuple(fields), a_h, los_axis
+        self.n, self.box_size, self.fields, self.a_h, self.los_axis = (
+            n,
+            float(box_size),
+            tuple(fields),
+            a_h,
+            los_axis,
+        )
         self.device = torch.device(device or "cpu")
         # per space: channel 0 = mass, 1..3 = mass-weighted velocity
         self._sums = {s: torch.zeros(4, n, n, n, device=self.device) for s in self.spaces}
         self.total_mass = 0.0
         self.count = 0
 
-    def add(self, positions: torch.Tensor, velocities: torch.Tensor, masses: torch.Tensor | float = 1.0) -> None:
+    def add(
+        self, positions: torch.Tensor, velocities: torch.Tensor, masses: torch.Tensor | float = 1.0
+    ) -> None:
         """Add particles: positions (P, 3) Mpc/h, peculiar velocities (P, 3) km/s, masses (P,) or scalar."""
         positions = positions.to(self.device, torch.float32)
         velocities = velocities.to(self.device, torch.float32)

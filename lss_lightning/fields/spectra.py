@@ -85,9 +85,7 @@ def fourier(field: torch.Tensor, box_size: float, mas: str | None = None) -> tor
     return fk * (box_size**1.5 / n**3)
 
 
-def bin_power(
-    power_k: torch.Tensor, n: int, box_size: float, k_edges: np.ndarray | None = None
-) -> Spectrum:
+def bin_power(power_k: torch.Tensor, n: int, box_size: float, k_edges: np.ndarray | None = None) -> Spectrum:
     """Average a per-mode power (N, N, N//2+1) over spherical shells."""
     edges = default_k_edges(n, box_size) if k_edges is None else np.asarray(k_edges, dtype=float)
     index, weight, kmean, modes = _shells(n, float(box_size), tuple(edges.tolist()), str(power_k.device))
@@ -197,9 +195,7 @@ def multipoles(
     k_vec = wavevectors(n, box_size, device=f_k.device)
     k = wavenumber(n, box_size, device=f_k.device)
     mu = torch.where(k > 0, k_vec[los_axis] / k.clamp(min=1e-30), 0.0)
-    return {
-        ell: bin_power((2 * ell + 1) * power_k * legendre(ell, mu), n, box_size, k_edges) for ell in ells
-    }
+    return {ell: bin_power((2 * ell + 1) * power_k * legendre(ell, mu), n, box_size, k_edges) for ell in ells}
 
 
 def legendre(ell: int, mu: torch.Tensor) -> torch.Tensor:
@@ -217,8 +213,8 @@ def correlation_function(
 ) -> Spectrum:
     """Two-point correlation xi(r) by FFT: xi(x) = irfftn(|delta_k|^2) / N^3, binned in |r| (Mpc/h).
 
-    Returned as a Spectrum whose ``k`` holds the mean separation r of each bin and ``modes`` the cell
-    pairs per bin. Default bins: width dx up to L/2.
+    Returned as a Spectrum whose ``k`` holds the mean separation r of each bin and ``modes`` the number
+    of separation vectors per bin. Default bins: r = 0 alone, then width dx centred on dx, 2 dx, ... L/2.
     """
     field = _as_channels(field)
     n = field.shape[-1]
@@ -227,7 +223,7 @@ def correlation_function(
     dx = box_size / n
     sep = torch.fft.fftfreq(n, 1.0 / n, device=field.device) * dx  # minimum-image separations
     r = (sep.view(n, 1, 1).square() + sep.view(1, n, 1).square() + sep.view(1, 1, n).square()).sqrt()
-    edges = dx * (np.arange(n // 2 + 1) + 0.5) if r_edges is None else np.asarray(r_edges, float)
+    edges = dx * np.r_[0.0, np.arange(n // 2) + 0.5] if r_edges is None else np.asarray(r_edges, float)
     idx = torch.bucketize(r.reshape(-1).double(), torch.as_tensor(edges, device=field.device), right=True) - 1
     valid = (idx >= 0) & (idx < len(edges) - 1)
     idx, rv, xv = idx[valid], r.reshape(-1)[valid].double(), xi.reshape(-1)[valid].double()

@@ -60,9 +60,7 @@ def curl(v: torch.Tensor, box_size: float) -> torch.Tensor:
     n = _check_vector(v)
     v_k = _rfft(v)
     kx, ky, kz = wavevectors(n, box_size, device=v.device, zero_nyquist=True)
-    w_k = torch.stack(
-        [ky * v_k[2] - kz * v_k[1], kz * v_k[0] - kx * v_k[2], kx * v_k[1] - ky * v_k[0]]
-    )
+    w_k = torch.stack([ky * v_k[2] - kz * v_k[1], kz * v_k[0] - kx * v_k[2], kx * v_k[1] - ky * v_k[0]])
     return _irfft(1j * w_k, n)
 
 

@@ -18,7 +18,9 @@ def mock_config(cfg: DictConfig) -> MockConfig:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="mocks")
 def main(cfg: DictConfig) -> None:
     store = generate_store(mock_config(cfg))
-    print(f"field store ready: {store.root} ({len(store.simulation_ids)} simulations, fields {sorted(store.fields)})")
+    print(
+        f"field store ready: {store.root} ({len(store.simulation_ids)} simulations, fields {sorted(store.fields)})"
+    )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ class MockConfig:
         self.fields = list(self.fields)
         self.cosmology = dict(self.cosmology)
         if self.n_sims < 1 or self.grid < 4 or self.box_size <= 0:
-            raise ValueError(f"need n_sims >= 1, grid >= 4, box_size > 0; got {self.n_sims}, {self.grid}, {self.box_size}")
+            raise ValueError(
+                f"need n_sims >= 1, grid >= 4, box_size > 0; got {self.n_sims}, {self.grid}, {self.box_size}"
+            )
         if self.design not in ("seeds", "latin_hypercube"):
             raise ValueError(f"design must be 'seeds' or 'latin_hypercube', got {self.design!r}")
         if self.los_axis not in (0, 1, 2):
@@ -88,10 +90,12 @@ def design(cfg: MockConfig) -> list[dict]:
     if cfg.design == "seeds":
         cosmologies = [fiducial] * cfg.n_sims
     else:
-        cosmologies = latin_hypercube(cfg.prior, cfg.n_sims, seed=cfg.seed, fiducial=fiducial if cfg.cosmology else None)
+        cosmologies = latin_hypercube(
+            cfg.prior, cfg.n_sims, seed=cfg.seed, fiducial=fiducial if cfg.cosmology else None
+        )
     return [
         {"id": f"sim_{i:05d}", "file": sim_file_name(f"sim_{i:05d}"), "seed": int(s), "params": c.to_dict()}
-        for i, (s, c) in enumerate(zip(seeds, cosmologies))
+        for i, (s, c) in enumerate(zip(seeds, cosmologies, strict=True))
     ]
 
 
@@ -118,13 +122,17 @@ def simulate(cfg: MockConfig, sim: Mapping, device=None) -> tuple[dict[str, np.n
     del delta_k
     painted = [f for f in cfg.fields if f not in LINEAR_FIELDS]
     painted += [src for f, src in LINEAR_FIELDS.items() if f in cfg.fields and src not in painted]
-    gridder = ParticleGridder(cfg.grid, cfg.box_size, painted, a_h=cosmo.a_h(z), los_axis=cfg.los_axis, device=device)
+    gridder = ParticleGridder(
+        cfg.grid, cfg.box_size, painted, a_h=cosmo.a_h(z), los_axis=cfg.los_axis, device=device
+    )
     gridder.add(particles.positions, particles.velocities)
     grids = gridder.finalise()
     attrs = {name: {"empty_fraction": frac} for name, frac in gridder.empty_fraction.items()}
     for name, source in LINEAR_FIELDS.items():
         if name in cfg.fields:
-            grids[name] = linear_velocity(grids[source], cfg.box_size, cosmo.a_h_f(z), smoothing=cfg.linear_smoothing)
+            grids[name] = linear_velocity(
+                grids[source], cfg.box_size, cosmo.a_h_f(z), smoothing=cfg.linear_smoothing
+            )
             attrs[name] = {"source": source, "smoothing": cfg.linear_smoothing, "a_h_f": cosmo.a_h_f(z)}
     return {name: grids[name].cpu().numpy() for name in cfg.fields}, attrs
 
@@ -139,7 +147,9 @@ def _manifest(cfg: MockConfig, sims: list[dict]) -> dict:
         los_axis=cfg.los_axis,
         fields=specs,
         simulations=sims,
-        generator={k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in ("store", "n_sims", "device")},
+        generator={
+            k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in ("store", "n_sims", "device")
+        },
     )
 
 

@@ -42,7 +42,12 @@ def zeldovich_displacement(delta_k: torch.Tensor, box_size: float) -> torch.Tens
     """Psi1 = -grad phi1 (3, N, N, N) in Mpc/h for a linear density delta_k (rfft, N x N x N//2+1)."""
     n = delta_k.shape[0]
     phi_k = _inverse_laplacian(n, box_size, delta_k.device) * delta_k
-    return torch.stack([_irfft(-1j * ki * phi_k, n) for ki in wavevectors(n, box_size, device=delta_k.device, zero_nyquist=True)])
+    return torch.stack(
+        [
+            _irfft(-1j * ki * phi_k, n)
+            for ki in wavevectors(n, box_size, device=delta_k.device, zero_nyquist=True)
+        ]
+    )
 
 
 def second_order_potential_gradient(delta_k: torch.Tensor, box_size: float) -> torch.Tensor:

@@ -1,0 +1,34 @@
+"""Shared fixtures: a fast cosmology, tiny mock stores in temporary folders, torch thread settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lss_lightning.cosmology import Cosmology
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def cosmology() -> Cosmology:
+    """Quijote's fiducial cosmology (CAMB results are cached per process)."""
+    return Cosmology()
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory):
+    """A 4-simulation 2LPT store, 16^3 cells in a 64 Mpc/h box, with every mock field (Eisenstein-Hu power)."""
+    from lss_lightning.mocks.generate import MockConfig, generate_store
+
+    root = tmp_path_factory.mktemp("stores") / "tiny"
+    cfg = MockConfig(
+        store=str(root),
+        n_sims=4,
+        grid=16,
+        box_size=64.0,
+        power="eh",
+        fields=["density", "velocity", "momentum", "density_rsd", "velocity_rsd", "velocity_linear"],
+        device="cpu",
+    )
+    return generate_store(cfg, progress=False)
