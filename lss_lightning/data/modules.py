@@ -1,0 +1,330 @@
+"""LightningDataModules over a field store.
+
+``FieldToFieldDataModule`` streams (input, target) crop pairs for field-to-field tasks (velocity
+reconstruction): input fields are cut ``pad`` cells wider on every side than the target crop, with
+periodic wrap; training crops sit at random corners each epoch and get a random cube symmetry
+(48, or 16 when any field is in redshift space); validation crops tile each box without augmentation.
+Simulations are split into train/val/test once, by simulation, and the split is saved beside the
+store's manifest. HDF5 files are opened lazily in each worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lss_lightning.data.crops import apply_symmetry, cube_symmetries, read_periodic, tile_corners
+from lss_lightning.data.normalisation import FieldLayout, field_statistics
+from lss_lightning.data.store import FieldStore, StoreError
+
+log = logging.getLogger(__name__)
+CHUNK_CACHE_BYTES = 64 * 1024**2  # per open file: holds every chunk of a 64^3 store file
+
+
+# -- splits ----------------------------------------------------------------------------------------
+def split_simulations(ids: Sequence[str], fractions: Mapping[str, float], seed: int) -> dict[str, list[str]]:
+    """Shuffle simulation ids with ``seed`` and cut them into train/val/test by ``fractions``.
+
+    Every part with a positive fraction gets at least one simulation.
+    """
+    parts = ("train", "val", "test")
+    frac = np.array([float(fractions.get(p, 0.0)) for p in parts])
+    if (frac < 0).any() or frac.sum() <= 0:
+        raise ValueError(f"split fractions must be non-negative and not all zero, got {dict(fractions)}")
+    wanted = int((frac > 0).sum())
+    if len(ids) < wanted:
+        raise ValueError(
+            f"{len(ids)} simulations cannot fill {wanted} non-empty splits; generate more simulations"
+        )
+    order = np.random.default_rng(seed).permutation(len(ids))
+    counts = np.floor(frac / frac.sum() * len(ids)).astype(int)
+    counts = np.where((frac > 0) & (counts == 0), 1, counts)
+    while counts.sum() > len(ids):
+        counts[int(np.argmax(counts))] -= 1
+    counts[0] += len(ids) - counts.sum()
+    bounds = np.cumsum(np.r_[0, counts])
+    return {p: [ids[i] for i in sorted(order[bounds[j] : bounds[j + 1]])] for j, p in enumerate(parts)}
+
+
+def load_or_make_splits(store: FieldStore, fractions: Mapping[str, float], seed: int) -> dict[str, list[str]]:
+    """The saved split for (fractions, seed) if the store has one, else a new one saved beside the manifest."""
+    key = "train{train}-val{val}-test{test}-seed{seed}".format(
+        seed=seed, **{p: float(fractions.get(p, 0.0)) for p in ("train", "val", "test")}
+    )
+    saved = store.load_splits() or {}
+    if key in saved and sorted(s for part in saved[key].values() for s in part) == sorted(store.simulation_ids):
+        return saved[key]
+    splits = split_simulations(store.simulation_ids, fractions, seed)
+    saved[key] = splits
+    store.save_splits(saved)
+    return splits
+
+
+# -- dataset ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CropGeometry:
+    crop: int  # target crop side, cells
+    pad: int  # extra input cells on each side
+
+    @property
+    def input_size(self) -> int:
+        return self.crop + 2 * self.pad
+
+
+class FieldCropDataset(Dataset):
+    """(input, target) crop pairs from a store; see the module docstring.
+
+    Items are dicts: input (C_in, crop + 2 pad, ...) float32, target (C_out, crop, ...) float32 in the
+    store's physical units, sim (index into ``sim_ids``), corner (3,) int64 of the target crop.
+    """
+
+    def __init__(
+        self,
+        store_root: str | os.PathLike,
+        sim_ids: Sequence[str],
+        inputs: Sequence[FieldLayout],
+        targets: Sequence[FieldLayout],
+        geometry: CropGeometry,
+        *,
+        random_crops: int | None = None,
+        symmetries: Sequence | None = None,
+        chunk_cache_bytes: int = CHUNK_CACHE_BYTES,
+    ):
+        self.root = Path(store_root)
+        self.sim_ids = list(sim_ids)
+        self.inputs, self.targets = list(inputs), list(targets)
+        self.geometry = geometry
+        self.random_crops = random_crops
+        self.symmetries = list(symmetries) if symmetries else None
+        self.chunk_cache_bytes = chunk_cache_bytes
+        store = FieldStore(self.root)
+        self.grid = store.grid
+        self._paths = [store.path(s) for s in self.sim_ids]
+        self._tiles = tile_corners(self.grid, geometry.crop)
+        self._handles: dict[int, h5py.File] = {}
+        self._pid = None
+
+    def __len__(self) -> int:
+        per_sim = self.random_crops if self.random_crops else len(self._tiles)
+        return len(self.sim_ids) * per_sim
+
+    def __getstate__(self):  # h5py handles do not cross process boundaries: workers reopen lazily
+        state = self.__dict__.copy()
+        state["_handles"], state["_pid"] = {}, None
+        return state
+
+    def _file(self, sim: int) -> h5py.File:
+        if self._pid != os.getpid():
+            self._handles, self._pid = {}, os.getpid()
+        if sim not in self._handles:
+            path = self._paths[sim]
+            try:
+                self._handles[sim] = h5py.File(
+                    path, "r", rdcc_nbytes=self.chunk_cache_bytes, rdcc_nslots=100_003
+                )
+            except OSError as e:
+                raise StoreError(
+                    f"{path} cannot be opened ({e}); validate the store with FieldStore(...).validate()"
+                ) from e
+        return self._handles[sim]
+
+    def corner(self, index: int) -> tuple[int, np.ndarray]:
+        if self.random_crops:
+            sim = index // self.random_crops
+            corner = torch.randint(0, self.grid, (3,)).numpy()  # torch RNG: reseeded per worker and epoch
+        else:
+            sim, tile = divmod(index, len(self._tiles))
+            corner = np.array(self._tiles[tile])
+        return sim, corner
+
+    def _read(
+        self, f: h5py.File, layouts: Sequence[FieldLayout], corner: np.ndarray, pad: int, sym
+    ) -> np.ndarray:
+        size = self.geometry.crop + 2 * pad
+        blocks = []
+        for lay in layouts:
+            block = read_periodic(f["fields/" + lay.name], corner - pad, size)
+            blocks.append(apply_symmetry(block, lay.kind, sym) if sym is not None else block)
+        return np.ascontiguousarray(np.concatenate(blocks, axis=0))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sim, corner = self.corner(index)
+        sym = None
+        if self.symmetries:
+            sym = self.symmetries[int(torch.randint(len(self.symmetries), ()))]
+        f = self._file(sim)
+        return {
+            "input": torch.from_numpy(self._read(f, self.inputs, corner, self.geometry.pad, sym)),
+            "target": torch.from_numpy(self._read(f, self.targets, corner, 0, sym)),
+            "sim": torch.tensor(sim),
+            "corner": torch.from_numpy(corner.astype(np.int64)),
+        }
+
+
+# -- data module -----------------------------------------------------------------------------------
+class FieldToFieldDataModule(L.LightningDataModule):
+    """Crops of input fields -> crops of target fields from one field store.
+
+    store: the store directory; generate: optional mock-generator settings (conf/mock/) used to build
+    the store when it is absent; inputs/targets: stored field names; crop/pad in cells; transforms:
+    field -> "none" | "log" for scalar inputs; split: train/val/test fractions and seed;
+    train_crops_per_sim: random crops per simulation per epoch (default: the number of tiles of a box);
+    stats_sims: how many training simulations the normalisation statistics are computed from.
+    """
+
+    def __init__(
+        self,
+        store: str,
+        inputs: Sequence[str] = ("density",),
+        targets: Sequence[str] = ("velocity",),
+        crop: int = 20,
+        pad: int = 6,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        augment: bool = True,
+        split: Mapping[str, float] | None = None,
+        transforms: Mapping[str, str] | None = None,
+        train_crops_per_sim: int | None = None,
+        stats_sims: int = 8,
+        generate: Mapping | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = False,
+    ):
+        super().__init__()
+        if crop < 1 or pad < 0:
+            raise ValueError(f"need crop >= 1 and pad >= 0, got crop={crop}, pad={pad}")
+        self.store_root = Path(store).expanduser()
+        self.input_names, self.target_names = list(inputs), list(targets)
+        self.geometry = CropGeometry(int(crop), int(pad))
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.augment = augment
+        self.split_cfg = dict(split or {"train": 0.75, "val": 0.125, "test": 0.125, "seed": 0})
+        self.transforms = dict(transforms or {})
+        self.train_crops_per_sim = train_crops_per_sim
+        self.stats_sims = stats_sims
+        self.generate = dict(generate) if generate else None
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.store: FieldStore | None = None
+        self.statistics: dict[str, tuple[float, float]] = {}
+
+    # the store is built (mocks) on one process per node, then opened everywhere
+    def prepare_data(self) -> None:
+        if (self.store_root / "manifest.json").exists() or self.generate is None:
+            return
+        from lss_lightning.mocks.generate import MockConfig, generate_store
+
+        log.info("field store %s is absent: generating it", self.store_root)
+        generate_store(MockConfig(**{**self.generate, "store": str(self.store_root)}))
+
+    def store_ready(self) -> bool:
+        """True once the store exists and every simulation in it validates (for ranks waiting on rank 0)."""
+        try:
+            return not FieldStore(self.store_root).missing()
+        except StoreError:
+            return False
+
+    def _open(self) -> FieldStore:
+        if self.store is None:
+            self.store = FieldStore(self.store_root)
+            self.store.require_fields(self.input_names + self.target_names)
+            missing = self.store.missing()
+            if missing:
+                raise StoreError(
+                    f"{self.store_root}: simulations {missing[:5]} are missing or damaged; "
+                    "rerun the generator/converter for this store, which writes only what is missing"
+                )
+            fractions = {k: v for k, v in self.split_cfg.items() if k != "seed"}
+            self.splits = load_or_make_splits(self.store, fractions, int(self.split_cfg.get("seed", 0)))
+        return self.store
+
+    def layouts(self, names: Sequence[str]) -> list[FieldLayout]:
+        store = self._open()
+        return [
+            FieldLayout(n, store.fields[n].kind, store.fields[n].channels, self.transforms.get(n, "none"))
+            for n in names
+        ]
+
+    @property
+    def input_layouts(self) -> list[FieldLayout]:
+        return self.layouts(self.input_names)
+
+    @property
+    def target_layouts(self) -> list[FieldLayout]:
+        return self.layouts(self.target_names)
+
+    @property
+    def in_channels(self) -> int:
+        return sum(f.channels for f in self.input_layouts)
+
+    @property
+    def out_channels(self) -> int:
+        return sum(f.channels for f in self.target_layouts)
+
+    @property
+    def redshift_space(self) -> bool:
+        store = self._open()
+        return any(store.fields[n].space == "redshift" for n in self.input_names + self.target_names)
+
+    def symmetries(self):
+        return cube_symmetries(self._open().los_axis if self.redshift_space else None)
+
+    def setup(self, stage: str | None = None) -> None:
+        store = self._open()
+        crops = self.train_crops_per_sim or len(tile_corners(store.grid, self.geometry.crop))
+        common = {"inputs": self.input_layouts, "targets": self.target_layouts, "geometry": self.geometry}
+        self.train_set = FieldCropDataset(
+            store.root,
+            self.splits["train"],
+            random_crops=crops,
+            symmetries=self.symmetries() if self.augment else None,
+            **common,
+        )
+        self.val_set = FieldCropDataset(store.root, self.splits["val"] or self.splits["train"][:1], **common)
+        if not self.statistics:
+            self.statistics = self.compute_statistics()
+
+    def compute_statistics(self) -> dict[str, tuple[float, float]]:
+        """(shift, scale) per input and target field from up to ``stats_sims`` training simulations."""
+        store = self._open()
+        sims = self.splits["train"][: self.stats_sims]
+        stats = {}
+        for lay in self.input_layouts + self.target_layouts:
+            stats[lay.name] = field_statistics(_slabs(store, sims, lay.name), lay)
+        log.info("normalisation statistics from %d training simulations: %s", len(sims), stats)
+        return stats
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+
+def _slabs(store: FieldStore, sims: Sequence[str], name: str, slab: int = 32):
+    """Yield a field in x-slabs of ``slab`` cells (bounded memory for 512^3 boxes)."""
+    for sim in sims:
+        with store.open(sim) as f:
+            ds = f["fields/" + name]
+            for start in range(0, ds.shape[1], slab):
+                yield ds[:, start : start + slab]

@@ -1,0 +1,244 @@
+"""train(cfg) and evaluate(cfg): what train.py and eval.py call (and tests call in-process).
+
+train: seed, build the data module (making the mock store if it is absent), the task module with
+channel layouts from the data, callbacks, loggers and trainer from the config; fit; then evaluate the
+best checkpoint on the test split. evaluate: rebuild data and model from the configuration stored in a
+checkpoint (``lss_config``), load its weights and statistics, and evaluate. Both return a flat dict of
+metrics and write metrics.json and plots into the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lss_lightning.config import register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+# -- assembly -------------------------------------------------------------------------------------
+def instantiate_group(cfg: DictConfig | None) -> list:
+    """Instantiate every entry with a ``_target_`` of a config group such as callbacks or logger."""
+    if not cfg:
+        return []
+    if "_target_" in cfg:
+        return [instantiate(cfg)]
+    return [instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def _global_rank() -> int:
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def build_data(cfg: DictConfig):
+    """The data module, with its store built (rank 0) or awaited (other ranks) when it is absent."""
+    dm = instantiate(cfg.data)
+    if _global_rank() == 0:
+        dm.prepare_data()
+    else:
+        deadline = time.monotonic() + float(cfg.get("store_wait_seconds", 3600))
+        while not dm.store_ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank {_global_rank()} waited for rank 0 to build {dm.store_root}")
+            time.sleep(5)
+    dm._open()
+    return dm
+
+
+def build_model(cfg: DictConfig, dm):
+    layouts = {
+        "input_layouts": [asdict(f) for f in dm.input_layouts],
+        "target_layouts": [asdict(f) for f in dm.target_layouts],
+    }
+    return instantiate(cfg.model, **layouts)
+
+
+def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if key.startswith("_"):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat_metrics(value, name + "/"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+        elif isinstance(value, torch.Tensor) and value.numel() == 1:
+            out[name] = float(value)
+    return out
+
+
+# -- entry points ---------------------------------------------------------------------------------
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured model and (cfg.evaluate) evaluate its best checkpoint; returns metrics."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dm = build_data(cfg)
+    model = build_model(cfg, dm)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
+    )
+    for logger in loggers:
+        logger.log_hyperparams(model.run_config)
+    metrics: dict[str, float] = {}
+    try:
+        if cfg.get("train", True):
+            trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+            metrics.update(_flat_metrics(dict(trainer.callback_metrics)))
+        if cfg.get("evaluate", True) and trainer.is_global_zero:
+            best = (
+                getattr(trainer.checkpoint_callback, "best_model_path", "")
+                if trainer.checkpoint_callback
+                else ""
+            )
+            if best:
+                log.info("evaluating the best checkpoint %s", best)
+                model = load_model(best, map_location="cpu")
+            metrics.update(run_evaluation(cfg, model, dm, out_dir / "eval", loggers))
+    finally:
+        _finish_loggers(loggers)
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate ``cfg.ckpt_path`` on its training configuration's test split (``data_overrides`` merge in)."""
+    if not cfg.get("ckpt_path"):
+        raise ValueError("eval needs ckpt_path=/path/to/checkpoint.ckpt (a checkpoint written by train.py)")
+    ckpt_path = Path(cfg.ckpt_path).expanduser()
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
+    model = load_model(ckpt_path, map_location="cpu")
+    train_cfg = OmegaConf.create(model.run_config)
+    if cfg.get("data_overrides"):
+        train_cfg.data = OmegaConf.merge(train_cfg.data, cfg.data_overrides)
+    train_cfg.evaluation = OmegaConf.merge(train_cfg.get("evaluation", {}), cfg.get("evaluation", {}))
+    dm = build_data(train_cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    loggers = instantiate_group(cfg.get("logger"))
+    try:
+        return run_evaluation(train_cfg, model, dm, out_dir, loggers)
+    finally:
+        _finish_loggers(loggers)
+
+
+def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
+    """Rebuild a task module from the configuration inside its checkpoint and load its state."""
+    checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    config = checkpoint.get("lss_config")
+    if config is None:
+        raise ValueError(f"{ckpt_path} holds no lss_config: it was not written by lss-lightning's train.py")
+    cfg = OmegaConf.create(config)
+    hparams = checkpoint["hyper_parameters"]
+    model = instantiate(
+        cfg.model, input_layouts=hparams["input_layouts"], target_layouts=hparams["target_layouts"]
+    )
+    model.load_state_dict(checkpoint["state_dict"])
+    model.run_config = config
+    return model
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dict[str, float]:
+    """Task-specific evaluation on the test split; writes metrics.json, predictions and plots."""
+    from lss_lightning.evaluate.plots import plot_slices, plot_spectra
+    from lss_lightning.evaluate.reconstruction import evaluate_reconstruction
+
+    settings = cfg.get("evaluation", {}) or {}
+    store = dm._open()
+    sims = dm.splits["test"] or dm.splits["val"]
+    model = model.to(_device(settings.get("device", "auto")))
+    metrics = evaluate_reconstruction(
+        model,
+        store,
+        sims,
+        input_names=dm.input_names,
+        target_names=dm.target_names,
+        crop=dm.geometry.crop,
+        pad=dm.geometry.pad,
+        out_dir=out_dir,
+        batch_size=int(settings.get("batch_size", 8)),
+        linear_smoothing=float(settings.get("linear_smoothing", 0.0)),
+        linear_bias=float(settings.get("linear_bias", 1.0)),
+        save_predictions=bool(settings.get("save_predictions", True)),
+    )
+    figures = {}
+    if settings.get("plots", True):
+        title = f"{metrics['target']} from {', '.join(dm.input_names)}: {len(sims)} test boxes of {store.box_size:g} Mpc/h"
+        figures["spectra"] = plot_spectra(metrics["_sums"], out_dir / "spectra.png", title)
+        figures["slices"] = plot_slices(metrics["_slices"], store.box_size, out_dir / "slices.png")
+    flat = {f"test/{k}": v for k, v in _flat_metrics(metrics["summary"]).items() if k.endswith(("/T", "/r"))}
+    for logger in loggers:
+        logger.log_metrics(flat)
+        for name, path in figures.items():
+            log_figure(logger, f"eval/{name}", path)
+    log.info("evaluation written to %s", out_dir)
+    _print_summary(metrics, out_dir)
+    return flat
+
+
+def log_figure(logger, name: str, path: Path) -> None:
+    """Send a PNG to loggers that take images (TensorBoard, Weights & Biases); others keep the file."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        logger.log_image(key=name, images=[str(path)])
+    elif isinstance(logger, TensorBoardLogger):
+        import matplotlib.image as mpimg
+
+        logger.experiment.add_image(name, mpimg.imread(path)[..., :3], dataformats="HWC")
+
+
+def _finish_loggers(loggers) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            wandb.finish()  # otherwise the next multirun job logs into this run
+
+
+def _print_summary(metrics: dict, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{metrics['target']} reconstruction, r(k) and T(k) on the test boxes")
+    table.add_column("k [h/Mpc]")
+    for label in ("unet", "linear"):
+        table.add_column(f"r {label}")
+        table.add_column(f"T {label}")
+    for k in metrics["report_k"]:
+        row = [f"{k:g}"]
+        for label in ("unet", "linear"):
+            entry = metrics["summary"][label]["vector"][f"{k:g}"]
+            row += [_fmt(entry["r"]), _fmt(entry["T"])]
+        table.add_row(*row)
+    Console().print(table)
+    Console().print(f"metrics, predictions and plots: {out_dir}")
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"

@@ -1,0 +1,81 @@
+"""train.py / eval.py in-process: fast_dev_run, a checkpoint evaluated by eval, helpful config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from lss_lightning.config import CONF_DIR
+from lss_lightning.run import evaluate, train
+
+TINY = [
+    "data.crop=8",
+    "data.pad=6",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "model.net.width=4",
+    "evaluation.batch_size=16",
+    "logger=csv",
+    "callbacks=default",
+    "~callbacks.progress_bar",
+]
+
+
+def _cfg(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def _train_overrides(store, out):
+    return [f"data.store={store.root}", f"paths.output_dir={out}", *TINY]
+
+
+def test_fast_dev_run_trains_and_evaluates(tiny_store, tmp_path):
+    cfg = _cfg("train", [*_train_overrides(tiny_store, tmp_path), "debug=fast_dev_run"])
+    metrics = train(cfg)
+    assert "val/loss" in metrics and "test/unet/vector/0.3/r" in metrics
+    summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert summary["target"] == "velocity" and summary["simulations"]
+    assert (tmp_path / "eval" / "spectra.png").stat().st_size > 10_000
+    assert (tmp_path / "eval" / "slices.png").stat().st_size > 10_000
+
+
+def test_checkpoint_then_eval(tiny_store, tmp_path):
+    train_dir = tmp_path / "train"
+    cfg = _cfg(
+        "train",
+        [
+            *_train_overrides(tiny_store, train_dir),
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=2",
+            "evaluate=false",
+        ],
+    )
+    train(cfg)
+    ckpt = train_dir / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+    eval_dir = tmp_path / "eval"
+    metrics = evaluate(
+        _cfg("eval", [f"ckpt_path={ckpt}", f"paths.output_dir={eval_dir}", "evaluation.batch_size=16"])
+    )
+    assert metrics and all(k.startswith("test/") for k in metrics)
+    written = json.loads((eval_dir / "metrics.json").read_text())
+    from lss_lightning.data.store import FieldStore
+
+    predictions = FieldStore(eval_dir / "predictions")
+    assert predictions.simulation_ids == written["simulations"]
+    assert predictions.read(predictions.simulation_ids[0], "velocity").shape == (3, 16, 16, 16)
+
+
+def test_crop_padding_mismatch_names_the_needed_padding(tiny_store, tmp_path):
+    cfg = _cfg("train", [*_train_overrides(tiny_store, tmp_path), "data.pad=4", "debug=fast_dev_run"])
+    with pytest.raises(ValueError, match=r"padding 6"):
+        train(cfg)
+
+
+def test_eval_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception, match="ckpt_path"):
+        evaluate(_cfg("eval", [f"paths.output_dir={tmp_path}"]))
