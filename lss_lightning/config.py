@@ -10,6 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,13 @@ def _job_tag() -> str:
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
     parts = [p for p in (slurm, task) if p] + [secrets.token_hex(3)]
     return "-".join(parts)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` (or None): the first CUDA device if there is one, else the CPU; otherwise torch's name."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def register_resolvers() -> None:

@@ -309,4 +309,6 @@ def latin_hypercube(
     lows = np.array([bounds[p][0] for p in names])
     highs = np.array([bounds[p][1] for p in names])
     samples = qmc.scale(unit, lows, highs)
-    return [Cosmology.from_mapping(dict(zip(names, row.tolist(), strict=True)), base=fiducial) for row in samples]
+    return [
+        Cosmology.from_mapping(dict(zip(names, row.tolist(), strict=True)), base=fiducial) for row in samples
+    ]

@@ -20,7 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lss_lightning.config import register_resolvers
+from lss_lightning.config import register_resolvers, resolve_device
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -154,12 +154,6 @@ def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
     return model
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dict[str, float]:
     """Task-specific evaluation on the test split; writes metrics.json, predictions and plots."""
     from lss_lightning.evaluate.plots import plot_slices, plot_spectra
@@ -168,7 +162,7 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
     settings = cfg.get("evaluation", {}) or {}
     store = dm._open()
     sims = dm.splits["test"] or dm.splits["val"]
-    model = model.to(_device(settings.get("device", "auto")))
+    model = model.to(resolve_device(settings.get("device", "auto")))
     metrics = evaluate_reconstruction(
         model,
         store,

@@ -34,7 +34,10 @@ def _runs(start: int, size: int, n: int) -> list[tuple[int, int, int]]:
 
 def read_periodic(data, corner: Sequence[int], size: int) -> np.ndarray:
     """Cut a (C, size, size, size) block starting at ``corner`` (may be negative) from a periodic
-    (C, N, N, N) array or h5py dataset, wrapping at the box edges."""
+    (C, N, N, N) array or h5py dataset (or anything with its own ``read_periodic``, such as
+    ``data.chunks.ChunkedField``), wrapping at the box edges."""
+    if hasattr(data, "read_periodic"):
+        return data.read_periodic(corner, size)
     n = data.shape[-1]
     out = np.empty((data.shape[0], size, size, size), dtype=np.float32)
     rx, ry, rz = (_runs(int(c), size, n) for c in corner)

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lss_lightning.data.chunks import ChunkCache, ChunkedField
 from lss_lightning.data.crops import apply_symmetry, cube_symmetries, read_periodic, tile_corners
 from lss_lightning.data.normalisation import FieldLayout, field_statistics
 from lss_lightning.data.store import FieldStore, StoreError
 
 log = logging.getLogger(__name__)
-CHUNK_CACHE_BYTES = 64 * 1024**2  # per open file: holds every chunk of a 64^3 store file
 
 
 # -- splits ----------------------------------------------------------------------------------------
@@ -61,7 +61,9 @@ def load_or_make_splits(store: FieldStore, fractions: Mapping[str, float], seed:
         seed=seed, **{p: float(fractions.get(p, 0.0)) for p in ("train", "val", "test")}
     )
     saved = store.load_splits() or {}
-    if key in saved and sorted(s for part in saved[key].values() for s in part) == sorted(store.simulation_ids):
+    if key in saved and sorted(s for part in saved[key].values() for s in part) == sorted(
+        store.simulation_ids
+    ):
         return saved[key]
     splits = split_simulations(store.simulation_ids, fractions, seed)
     saved[key] = splits
@@ -97,7 +99,7 @@ class FieldCropDataset(Dataset):
         *,
         random_crops: int | None = None,
         symmetries: Sequence | None = None,
-        chunk_cache_bytes: int = CHUNK_CACHE_BYTES,
+        chunk_cache_mb: float = 256.0,
     ):
         self.root = Path(store_root)
         self.sim_ids = list(sim_ids)
@@ -105,13 +107,18 @@ class FieldCropDataset(Dataset):
         self.geometry = geometry
         self.random_crops = random_crops
         self.symmetries = list(symmetries) if symmetries else None
-        self.chunk_cache_bytes = chunk_cache_bytes
+        self.chunk_cache_bytes = int(chunk_cache_mb * 2**20)
         store = FieldStore(self.root)
         self.grid = store.grid
         self._paths = [store.path(s) for s in self.sim_ids]
         self._tiles = tile_corners(self.grid, geometry.crop)
+        self._reset_handles()
+
+    def _reset_handles(self) -> None:
         self._handles: dict[int, h5py.File] = {}
-        self._pid = None
+        self._fields: dict[tuple[int, str], ChunkedField] = {}
+        self._cache = ChunkCache(self.chunk_cache_bytes)
+        self._pid = os.getpid()
 
     def __len__(self) -> int:
         per_sim = self.random_crops if self.random_crops else len(self._tiles)
@@ -119,23 +126,25 @@ class FieldCropDataset(Dataset):
 
     def __getstate__(self):  # h5py handles do not cross process boundaries: workers reopen lazily
         state = self.__dict__.copy()
-        state["_handles"], state["_pid"] = {}, None
+        state.update(_handles={}, _fields={}, _cache=None, _pid=None)
         return state
 
-    def _file(self, sim: int) -> h5py.File:
-        if self._pid != os.getpid():
-            self._handles, self._pid = {}, os.getpid()
-        if sim not in self._handles:
-            path = self._paths[sim]
-            try:
-                self._handles[sim] = h5py.File(
-                    path, "r", rdcc_nbytes=self.chunk_cache_bytes, rdcc_nslots=100_003
-                )
-            except OSError as e:
-                raise StoreError(
-                    f"{path} cannot be opened ({e}); validate the store with FieldStore(...).validate()"
-                ) from e
-        return self._handles[sim]
+    def field(self, sim: int, name: str):
+        """The stored field ``name`` of simulation ``sim`` as a sliceable (C, N, N, N) view."""
+        if self._pid != os.getpid():  # first use in this process (a fresh worker)
+            self._reset_handles()
+        key = (sim, name)
+        if key not in self._fields:
+            if sim not in self._handles:
+                path = self._paths[sim]
+                try:
+                    self._handles[sim] = h5py.File(path, "r")
+                except OSError as e:
+                    raise StoreError(
+                        f"{path} cannot be opened ({e}); validate the store with FieldStore(...).validate()"
+                    ) from e
+            self._fields[key] = ChunkedField(self._handles[sim]["fields/" + name], self._cache, key)
+        return self._fields[key]
 
     def corner(self, index: int) -> tuple[int, np.ndarray]:
         if self.random_crops:
@@ -147,12 +156,12 @@ class FieldCropDataset(Dataset):
         return sim, corner
 
     def _read(
-        self, f: h5py.File, layouts: Sequence[FieldLayout], corner: np.ndarray, pad: int, sym
+        self, sim: int, layouts: Sequence[FieldLayout], corner: np.ndarray, pad: int, sym
     ) -> np.ndarray:
         size = self.geometry.crop + 2 * pad
         blocks = []
         for lay in layouts:
-            block = read_periodic(f["fields/" + lay.name], corner - pad, size)
+            block = read_periodic(self.field(sim, lay.name), corner - pad, size)
             blocks.append(apply_symmetry(block, lay.kind, sym) if sym is not None else block)
         return np.ascontiguousarray(np.concatenate(blocks, axis=0))
 
@@ -161,10 +170,9 @@ class FieldCropDataset(Dataset):
         sym = None
         if self.symmetries:
             sym = self.symmetries[int(torch.randint(len(self.symmetries), ()))]
-        f = self._file(sim)
         return {
-            "input": torch.from_numpy(self._read(f, self.inputs, corner, self.geometry.pad, sym)),
-            "target": torch.from_numpy(self._read(f, self.targets, corner, 0, sym)),
+            "input": torch.from_numpy(self._read(sim, self.inputs, corner, self.geometry.pad, sym)),
+            "target": torch.from_numpy(self._read(sim, self.targets, corner, 0, sym)),
             "sim": torch.tensor(sim),
             "corner": torch.from_numpy(corner.astype(np.int64)),
         }
@@ -178,7 +186,8 @@ class FieldToFieldDataModule(L.LightningDataModule):
     the store when it is absent; inputs/targets: stored field names; crop/pad in cells; transforms:
     field -> "none" | "log" for scalar inputs; split: train/val/test fractions and seed;
     train_crops_per_sim: random crops per simulation per epoch (default: the number of tiles of a box);
-    stats_sims: how many training simulations the normalisation statistics are computed from.
+    stats_sims: how many training simulations the normalisation statistics are computed from;
+    chunk_cache_mb: per-process budget of decoded HDF5 chunks (see ``data.chunks``).
     """
 
     def __init__(
@@ -198,6 +207,7 @@ class FieldToFieldDataModule(L.LightningDataModule):
         generate: Mapping | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = False,
+        chunk_cache_mb: float = 256.0,
     ):
         super().__init__()
         if crop < 1 or pad < 0:
@@ -214,6 +224,7 @@ class FieldToFieldDataModule(L.LightningDataModule):
         self.generate = dict(generate) if generate else None
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.chunk_cache_mb = chunk_cache_mb
         self.store: FieldStore | None = None
         self.statistics: dict[str, tuple[float, float]] = {}
 
@@ -281,7 +292,12 @@ class FieldToFieldDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         store = self._open()
         crops = self.train_crops_per_sim or len(tile_corners(store.grid, self.geometry.crop))
-        common = {"inputs": self.input_layouts, "targets": self.target_layouts, "geometry": self.geometry}
+        common = {
+            "inputs": self.input_layouts,
+            "targets": self.target_layouts,
+            "geometry": self.geometry,
+            "chunk_cache_mb": self.chunk_cache_mb,
+        }
         self.train_set = FieldCropDataset(
             store.root,
             self.splits["train"],

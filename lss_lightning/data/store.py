@@ -110,12 +110,12 @@ def write_json_atomic(path: Path, payload: Mapping) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
-def remove_stale_temporaries(root: Path) -> list[Path]:
-    """Delete temporary files left by interrupted writers (they never read as simulations)."""
-    stale = sorted(Path(root).glob(".*.tmp"))
+def remove_partial_files(root: Path, file_name: str) -> int:
+    """Delete the temporaries an interrupted writer left for ``file_name`` (they never read as simulations)."""
+    stale = list(Path(root).glob(f".{file_name}.*.tmp"))
     for p in stale:
         p.unlink(missing_ok=True)
-    return stale
+    return len(stale)
 
 
 def build_manifest(
@@ -462,6 +462,11 @@ def fill_store(
     if not todo:
         log.info("store %s: all %d simulations present", root, len(sims))
         return store
+    removed = sum(
+        remove_partial_files(root, s["file"]) for s in todo
+    )  # only this call's: shards run side by side
+    if removed:
+        log.info("store %s: removed %d partial files left by an interrupted run", root, removed)
     log.info("store %s: writing %d of %d simulations", root, len(todo), len(sims))
     columns = (
         TextColumn("[bold]{task.description}"),

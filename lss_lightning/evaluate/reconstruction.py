@@ -123,7 +123,9 @@ def evaluate_reconstruction(
     density_name = next((n for n in input_names if store.fields[n].kind == "scalar"), None)
     if density_name is None:
         raise ValueError(f"the linear baseline needs a scalar density among the inputs {list(input_names)}")
-    matter = "density" if "density" in store.fields else None  # real-space matter density for (1 + delta) v
+    # the matter density of the target's space, for the momentum (1 + delta) v
+    matter = "density_rsd" if store.fields[target].space == "redshift" else "density"
+    matter = matter if matter in store.fields else None
     model.eval()
     sums = {"unet": SpectraSums(), "linear": SpectraSums()}
     predictions: dict[str, dict[str, np.ndarray]] = {}

@@ -16,9 +16,11 @@ from __future__ import annotations
 import torch
 
 from lss_lightning.fields.mesh import cic_paint
-from lss_lightning.fields.velocity import gaussian_smooth, redshift_space_positions
+from lss_lightning.fields.velocity import gaussian_smooth, linear_velocity, redshift_space_positions
 
 PARTICLE_FIELDS = ("density", "momentum", "velocity")
+# linear-theory velocities stored beside the painted fields: name -> the density they are computed from
+LINEAR_FIELDS = {"velocity_linear": "density", "velocity_linear_rsd": "density_rsd"}
 EMPTY_CELL_THRESHOLD = 1e-6  # in units of the mean mass per cell
 
 
@@ -111,3 +113,24 @@ def mass_weighted_velocity(
         if radius > box_size:
             raise ValueError("cannot fill empty velocity cells: the grid holds (almost) no mass")
     return velocity, empty
+
+
+def fields_to_paint(fields: list[str] | tuple[str, ...]) -> list[str]:
+    """The particle fields behind ``fields``: the painted ones plus the densities of linear velocities."""
+    painted = [f for f in fields if f.removesuffix("_rsd") in PARTICLE_FIELDS]
+    return painted + [src for f, src in LINEAR_FIELDS.items() if f in fields and src not in painted]
+
+
+def add_linear_velocities(
+    grids: dict[str, torch.Tensor],
+    attrs: dict[str, dict],
+    fields: list[str] | tuple[str, ...],
+    box_size: float,
+    a_h_f: float,
+    smoothing: float = 0.0,
+) -> None:
+    """Add the requested ``velocity_linear[_rsd]`` grids (and their attributes) from the painted densities."""
+    for name, source in LINEAR_FIELDS.items():
+        if name in fields:
+            grids[name] = linear_velocity(grids[source], box_size, a_h_f, smoothing=smoothing)
+            attrs[name] = {"source": source, "smoothing": smoothing, "a_h_f": a_h_f}

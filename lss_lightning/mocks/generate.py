@@ -14,24 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from lss_lightning.config import resolve_device
 from lss_lightning.cosmology import Cosmology, latin_hypercube
-from lss_lightning.data.store import (
-    FieldStore,
-    build_manifest,
-    field_spec,
-    fill_store,
-    remove_stale_temporaries,
-    sim_file_name,
+from lss_lightning.data.store import FieldStore, build_manifest, field_spec, fill_store, sim_file_name
+from lss_lightning.fields.particles import (
+    LINEAR_FIELDS,
+    PARTICLE_FIELDS,
+    ParticleGridder,
+    add_linear_velocities,
+    fields_to_paint,
 )
-from lss_lightning.fields.particles import PARTICLE_FIELDS, ParticleGridder
-from lss_lightning.fields.velocity import linear_velocity
 from lss_lightning.mocks.ics import gaussian_field_k
 from lss_lightning.mocks.lpt import lpt_particles
 
 log = logging.getLogger(__name__)
-LINEAR_FIELDS = {"velocity_linear": "density", "velocity_linear_rsd": "density_rsd"}
 
 
 @dataclass
@@ -99,15 +96,9 @@ def design(cfg: MockConfig) -> list[dict]:
     ]
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def simulate(cfg: MockConfig, sim: Mapping, device=None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """Run one LPT simulation and grid it: (fields name -> (C, N, N, N) float32, dataset attributes)."""
-    device = device or _device(cfg.device)
+    device = device or resolve_device(cfg.device)
     cosmo = Cosmology.from_mapping(sim["params"])
     z = cfg.redshift
     delta_k = gaussian_field_k(
@@ -120,20 +111,18 @@ def simulate(cfg: MockConfig, sim: Mapping, device=None) -> tuple[dict[str, np.n
     )
     particles = lpt_particles(delta_k, cfg.box_size, cosmo, z, cfg.lpt_order)
     del delta_k
-    painted = [f for f in cfg.fields if f not in LINEAR_FIELDS]
-    painted += [src for f, src in LINEAR_FIELDS.items() if f in cfg.fields and src not in painted]
     gridder = ParticleGridder(
-        cfg.grid, cfg.box_size, painted, a_h=cosmo.a_h(z), los_axis=cfg.los_axis, device=device
+        cfg.grid,
+        cfg.box_size,
+        fields_to_paint(cfg.fields),
+        a_h=cosmo.a_h(z),
+        los_axis=cfg.los_axis,
+        device=device,
     )
     gridder.add(particles.positions, particles.velocities)
     grids = gridder.finalise()
     attrs = {name: {"empty_fraction": frac} for name, frac in gridder.empty_fraction.items()}
-    for name, source in LINEAR_FIELDS.items():
-        if name in cfg.fields:
-            grids[name] = linear_velocity(
-                grids[source], cfg.box_size, cosmo.a_h_f(z), smoothing=cfg.linear_smoothing
-            )
-            attrs[name] = {"source": source, "smoothing": cfg.linear_smoothing, "a_h_f": cosmo.a_h_f(z)}
+    add_linear_velocities(grids, attrs, cfg.fields, cfg.box_size, cosmo.a_h_f(z), cfg.linear_smoothing)
     return {name: grids[name].cpu().numpy() for name in cfg.fields}, attrs
 
 
@@ -156,10 +145,7 @@ def _manifest(cfg: MockConfig, sims: list[dict]) -> dict:
 def generate_store(cfg: MockConfig, *, progress: bool = True) -> FieldStore:
     """Build (or finish) the store at ``cfg.store``; returns the validated store."""
     root = Path(cfg.store).expanduser().resolve()
-    stale = remove_stale_temporaries(root) if root.exists() else []
-    if stale:
-        log.info("removed %d partial files left by an interrupted run", len(stale))
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     store = fill_store(
         root,
         _manifest(cfg, design(cfg)),
