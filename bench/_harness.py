@@ -1,9 +1,9 @@
 """Benchmark harness: time a case in a fresh process and report its own peak memory.
 
-Each case runs in a spawned child so that ru_maxrss (peak resident memory) belongs to that case
-alone; the child also reports its resident memory after setup, so "peak - setup" is what the
-timed work itself needed. Written by hand because pytest-benchmark and friends time functions but
-do not isolate peak memory per case.
+Each case runs in a spawned child. After its untimed setup the child resets the kernel's peak-RSS
+counter (Linux: writing 5 to /proc/self/clear_refs), so the reported peak is that of the timed work,
+and "work" is that peak minus the resident memory the setup left. Written by hand because
+pytest-benchmark and friends time functions but do not isolate peak memory per case.
 """
 
 from __future__ import annotations
@@ -32,8 +32,21 @@ class Result:
 HEADER = f"  {'case':<34} {'median':>11}  {'best':>11}  {'vs base':>9}  {'peak RSS':>12}  {'work':>12}"
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _status_mb(key: str) -> float:
+    """VmRSS (now) or VmHWM (peak since the last reset) of this process in MB, from /proc."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # not Linux: lifetime peak
+
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
 
 
 def _child(setup: Callable, run: Callable, repeats: int, warmup: bool, queue) -> None:
@@ -45,7 +58,11 @@ def _child(setup: Callable, run: Callable, repeats: int, warmup: bool, queue) ->
 
 def _timed(setup: Callable, run: Callable, repeats: int, warmup: bool):
     state = setup()
-    base = _rss_mb()
+    import gc
+
+    gc.collect()
+    base = _status_mb("VmRSS")
+    _reset_peak()
     if warmup:
         run(state)
     times = []
@@ -53,7 +70,7 @@ def _timed(setup: Callable, run: Callable, repeats: int, warmup: bool):
         start = time.perf_counter()
         run(state)
         times.append(time.perf_counter() - start)
-    peak = _rss_mb()
+    peak = _status_mb("VmHWM")
     return statistics.median(times), min(times), peak, peak - base
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lss_lightning.config import register_resolvers, resolve_device
@@ -59,11 +59,20 @@ def build_data(cfg: DictConfig):
 
 
 def build_model(cfg: DictConfig, dm):
-    layouts = {
-        "input_layouts": [asdict(f) for f in dm.input_layouts],
-        "target_layouts": [asdict(f) for f in dm.target_layouts],
-    }
-    return instantiate(cfg.model, **layouts)
+    """The task module, given the channel layouts (or parameter names) of the data it trains on."""
+    task = get_class(cfg.model._target_)
+    wanted = getattr(task, "target_kind", "fields")
+    if wanted != dm.target_kind:
+        raise ValueError(
+            f"model {task.__name__} predicts {wanted} but data.targets {dm.target_names} are {dm.target_kind}; "
+            f"choose matching data.targets (e.g. [velocity] or [Omega_m, sigma_8]) or another model"
+        )
+    kwargs = {"input_layouts": [asdict(f) for f in dm.input_layouts]}
+    if wanted == "fields":
+        kwargs["target_layouts"] = [asdict(f) for f in dm.target_layouts]
+    else:
+        kwargs["parameter_names"] = dm.parameter_names
+    return instantiate(cfg.model, **kwargs)
 
 
 def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -155,40 +164,56 @@ def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
 
 
 def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dict[str, float]:
-    """Task-specific evaluation on the test split; writes metrics.json, predictions and plots."""
-    from lss_lightning.evaluate.plots import plot_slices, plot_spectra
-    from lss_lightning.evaluate.reconstruction import evaluate_reconstruction
-
+    """Task-specific evaluation on the test split; writes metrics.json, plots (and predictions)."""
     settings = cfg.get("evaluation", {}) or {}
     store = dm._open()
     sims = dm.splits["test"] or dm.splits["val"]
     model = model.to(resolve_device(settings.get("device", "auto")))
-    metrics = evaluate_reconstruction(
-        model,
-        store,
-        sims,
-        input_names=dm.input_names,
-        target_names=dm.target_names,
-        crop=dm.geometry.crop,
-        pad=dm.geometry.pad,
-        out_dir=out_dir,
-        batch_size=int(settings.get("batch_size", 8)),
-        linear_smoothing=float(settings.get("linear_smoothing", 0.0)),
-        linear_bias=float(settings.get("linear_bias", 1.0)),
-        save_predictions=bool(settings.get("save_predictions", True)),
-    )
-    figures = {}
-    if settings.get("plots", True):
-        title = f"{metrics['target']} from {', '.join(dm.input_names)}: {len(sims)} test boxes of {store.box_size:g} Mpc/h"
-        figures["spectra"] = plot_spectra(metrics["_sums"], out_dir / "spectra.png", title)
-        figures["slices"] = plot_slices(metrics["_slices"], store.box_size, out_dir / "slices.png")
-    flat = {f"test/{k}": v for k, v in _flat_metrics(metrics["summary"]).items() if k.endswith(("/T", "/r"))}
+    common = {
+        "crop": dm.geometry.crop,
+        "pad": dm.geometry.pad,
+        "out_dir": out_dir,
+        "batch_size": int(settings.get("batch_size", 8)),
+        "input_names": dm.input_names,
+    }
+    if dm.target_kind == "parameters":
+        from lss_lightning.evaluate.inference import evaluate_inference, plot_parameters
+
+        metrics = evaluate_inference(model, store, sims, parameter_names=dm.parameter_names, **common)
+        figures = {"parameters": plot_parameters(metrics, out_dir / "parameters.png")} if settings.get("plots", True) else {}
+        flat = {f"test/{k}": v for k, v in _flat_metrics(metrics["summary"]).items()}
+        _print_parameter_summary(metrics, out_dir)
+    else:
+        from lss_lightning.evaluate.plots import plot_slices, plot_spectra
+        from lss_lightning.evaluate.reconstruction import evaluate_reconstruction
+
+        metrics = evaluate_reconstruction(
+            model,
+            store,
+            sims,
+            target_names=dm.target_names,
+            linear_smoothing=float(settings.get("linear_smoothing", 0.0)),
+            linear_bias=float(settings.get("linear_bias", 1.0)),
+            save_predictions=bool(settings.get("save_predictions", True)),
+            **common,
+        )
+        figures = {}
+        if settings.get("plots", True):
+            title = f"{metrics['target']} from {', '.join(dm.input_names)}: {len(sims)} test boxes of {store.box_size:g} Mpc/h"
+            figures["spectra"] = plot_spectra(metrics["_sums"], out_dir / "spectra.png", title)
+            figures["slices"] = plot_slices(metrics["_slices"], store.box_size, out_dir / "slices.png")
+        flat = {f"test/{k}": v for k, v in _flat_metrics(metrics["summary"]).items() if k.endswith(("/T", "/r"))}
+        _print_summary(metrics, out_dir)
+    from lightning.pytorch.loggers import CSVLogger
+
     for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            continue  # metrics.json is the file record; a CSV written by DDP ranks cannot take new columns here
         logger.log_metrics(flat)
         for name, path in figures.items():
             log_figure(logger, f"eval/{name}", path)
+        logger.save()
     log.info("evaluation written to %s", out_dir)
-    _print_summary(metrics, out_dir)
     return flat
 
 
@@ -205,10 +230,10 @@ def log_figure(logger, name: str, path: Path) -> None:
 
 
 def _finish_loggers(loggers) -> None:
+    """Close W&B runs (the trainer already finalised the loggers it used)."""
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in loggers:
-        logger.finalize("success")
         if isinstance(logger, WandbLogger):
             import wandb
 
@@ -234,5 +259,18 @@ def _print_summary(metrics: dict, out_dir: Path) -> None:
     Console().print(f"metrics, predictions and plots: {out_dir}")
 
 
-def _fmt(x) -> str:
-    return "-" if x is None else f"{x:.3f}"
+def _print_parameter_summary(metrics: dict, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"parameters of {len(metrics['simulations'])} test boxes ({metrics['subvolumes_per_box']} sub-volumes each)")
+    for column in ("parameter", "RMSE", "relative error", "R^2", "mean sigma"):
+        table.add_column(column)
+    for name, s in metrics["summary"].items():
+        table.add_row(name, _fmt(s["rmse"], 4), _fmt(s["relative_error"], 4), _fmt(s["r2"]), _fmt(s.get("mean_sigma"), 4))
+    Console().print(table)
+    Console().print(f"metrics and plots: {out_dir}")
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"

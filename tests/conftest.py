@@ -32,3 +32,23 @@ def tiny_store(tmp_path_factory):
         device="cpu",
     )
     return generate_store(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_lh_store(tmp_path_factory):
+    """A 6-simulation Latin-hypercube store (Quijote LH prior), 16^3 cells in a 64 Mpc/h box."""
+    from lss_lightning.mocks.generate import MockConfig, generate_store
+
+    root = tmp_path_factory.mktemp("stores") / "tiny_lh"
+    cfg = MockConfig(
+        store=str(root),
+        n_sims=6,
+        grid=16,
+        box_size=64.0,
+        power="eh",
+        design="latin_hypercube",
+        prior="quijote_lh",
+        fields=["density", "density_rsd"],
+        device="cpu",
+    )
+    return generate_store(cfg, progress=False)

@@ -1,4 +1,4 @@
-"""FieldToFieldDataModule: splits, crops, augmentation, normalisation statistics, workers."""
+"""FieldCropDataModule: splits, crops, augmentation, normalisation statistics, workers, parameter targets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lss_lightning.data.modules import FieldCropDataset, FieldToFieldDataModule, split_simulations
+from lss_lightning.data.modules import FieldCropDataset, FieldCropDataModule, split_simulations
 from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout, field_statistics
 from lss_lightning.fields.velocity import linear_velocity
 
@@ -24,7 +24,7 @@ def _dm(store, **kwargs):
         "num_workers": 0,
         "split": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 1},
     }
-    dm = FieldToFieldDataModule(**{**args, **kwargs})
+    dm = FieldCropDataModule(**{**args, **kwargs})
     dm.setup("fit")
     return dm
 
@@ -131,3 +131,28 @@ def test_loader_with_two_workers_opens_files_lazily(tiny_store):
     assert len(batches) == -(-len(dm.train_set) // 4)
     assert batches[0]["input"].shape == (4, 1, 16, 16, 16) and batches[0]["target"].shape == (4, 3, 8, 8, 8)
     assert all(torch.isfinite(b["target"]).all() for b in batches)
+
+
+def test_parameter_targets_are_the_simulation_parameters(tiny_lh_store):
+    dm = FieldCropDataModule(store=str(tiny_lh_store.root), inputs=["density"], targets=["Omega_m", "s8"], crop=8,
+                             pad=0, batch_size=4, split={"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0})
+    dm.setup("fit")
+    assert dm.target_kind == "parameters" and dm.parameter_names == ["Omega_m", "sigma_8"]
+    item = dm.train_set[7]
+    sim = dm.train_set.sim_ids[int(item["sim"])]
+    cosmo = tiny_lh_store.cosmology(sim)
+    np.testing.assert_allclose(item["target"].numpy(), [cosmo.Omega_m, cosmo.sigma_8], rtol=1e-6)
+    assert item["input"].shape == (1, 8, 8, 8)
+    train = dm.parameter_table(dm.splits["train"])
+    assert dm.parameter_statistics["Omega_m"]["min"] == pytest.approx(train[:, 0].min())
+    assert "Omega_m" not in dm.statistics  # only fields get normalisation statistics
+
+
+def test_constant_or_mixed_targets_give_clear_errors(tiny_store, tiny_lh_store):
+    dm = FieldCropDataModule(store=str(tiny_store.root), inputs=["density"], targets=["Omega_m"], crop=8, pad=0,
+                             split={"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0})
+    with pytest.raises(ValueError, match="nothing to infer.*latin-hypercube"):
+        dm.setup("fit")
+    mixed = FieldCropDataModule(store=str(tiny_lh_store.root), inputs=["density"], targets=["density", "h"])
+    with pytest.raises(ValueError, match="mixes stored fields and cosmological parameters"):
+        mixed.setup("fit")

@@ -79,3 +79,13 @@ def test_crop_padding_mismatch_names_the_needed_padding(tiny_store, tmp_path):
 def test_eval_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(Exception, match="ckpt_path"):
         evaluate(_cfg("eval", [f"paths.output_dir={tmp_path}"]))
+
+
+def test_two_process_ddp_on_cpu_trains_and_evaluates(tiny_store, tmp_path):
+    """ddp_spawn with gloo: datasets, metrics and checkpoints survive two processes (no GPU here)."""
+    cfg = _cfg("train", [*_train_overrides(tiny_store, tmp_path), "trainer=ddp_cpu", "trainer.max_epochs=1",
+                         "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2", "logger=many"])
+    metrics = train(cfg)
+    assert "val/loss" in metrics and "test/unet/vector/0.3/r" in metrics
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

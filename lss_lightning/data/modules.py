@@ -1,11 +1,12 @@
-"""LightningDataModules over a field store.
+"""The LightningDataModule over a field store: crops of input fields with field or parameter targets.
 
-``FieldToFieldDataModule`` streams (input, target) crop pairs for field-to-field tasks (velocity
-reconstruction): input fields are cut ``pad`` cells wider on every side than the target crop, with
-periodic wrap; training crops sit at random corners each epoch and get a random cube symmetry
-(48, or 16 when any field is in redshift space); validation crops tile each box without augmentation.
-Simulations are split into train/val/test once, by simulation, and the split is saved beside the
-store's manifest. HDF5 files are opened lazily in each worker process.
+``FieldCropDataModule`` streams crops for both tasks. Input fields are cut ``pad`` cells wider on every
+side than the target crop, with periodic wrap. Targets are either stored fields (velocity reconstruction:
+the target crop) or cosmological parameters of the crop's simulation (parameter estimation, usually with
+pad = 0). Training crops sit at random corners each epoch and get a random cube symmetry (48, or 16 when
+any field is in redshift space); validation crops tile each box without augmentation. Simulations are
+split into train/val/test once, by simulation, and the split is saved beside the store's manifest.
+HDF5 files are opened lazily in each worker process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lss_lightning.cosmology import PARAMETER_ALIASES, PARAMETER_NAMES
 from lss_lightning.data.chunks import ChunkCache, ChunkedField
 from lss_lightning.data.crops import apply_symmetry, cube_symmetries, read_periodic, tile_corners
 from lss_lightning.data.normalisation import FieldLayout, field_statistics
@@ -85,8 +87,10 @@ class CropGeometry:
 class FieldCropDataset(Dataset):
     """(input, target) crop pairs from a store; see the module docstring.
 
-    Items are dicts: input (C_in, crop + 2 pad, ...) float32, target (C_out, crop, ...) float32 in the
-    store's physical units, sim (index into ``sim_ids``), corner (3,) int64 of the target crop.
+    Items are dicts: input (C_in, crop + 2 pad, ...) float32 and target, both in physical units, sim
+    (index into ``sim_ids``), corner (3,) int64 of the target crop. The target is the (C_out, crop, ...)
+    crop of the ``targets`` fields, or, when ``parameters`` (n_sims, n_params) is given instead, the row of
+    the crop's simulation.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class FieldCropDataset(Dataset):
         targets: Sequence[FieldLayout],
         geometry: CropGeometry,
         *,
+        parameters: np.ndarray | None = None,
         random_crops: int | None = None,
         symmetries: Sequence | None = None,
         chunk_cache_mb: float = 256.0,
@@ -104,6 +109,9 @@ class FieldCropDataset(Dataset):
         self.root = Path(store_root)
         self.sim_ids = list(sim_ids)
         self.inputs, self.targets = list(inputs), list(targets)
+        self.parameters = None if parameters is None else np.asarray(parameters, dtype=np.float32)
+        if self.parameters is not None and len(self.parameters) != len(self.sim_ids):
+            raise ValueError(f"parameters has {len(self.parameters)} rows for {len(self.sim_ids)} simulations")
         self.geometry = geometry
         self.random_crops = random_crops
         self.symmetries = list(symmetries) if symmetries else None
@@ -170,20 +178,31 @@ class FieldCropDataset(Dataset):
         sym = None
         if self.symmetries:
             sym = self.symmetries[int(torch.randint(len(self.symmetries), ()))]
+        if self.parameters is not None:
+            target = torch.from_numpy(self.parameters[sim])
+        else:
+            target = torch.from_numpy(self._read(sim, self.targets, corner, 0, sym))
         return {
             "input": torch.from_numpy(self._read(sim, self.inputs, corner, self.geometry.pad, sym)),
-            "target": torch.from_numpy(self._read(sim, self.targets, corner, 0, sym)),
+            "target": target,
             "sim": torch.tensor(sim),
             "corner": torch.from_numpy(corner.astype(np.int64)),
         }
 
 
 # -- data module -----------------------------------------------------------------------------------
-class FieldToFieldDataModule(L.LightningDataModule):
-    """Crops of input fields -> crops of target fields from one field store.
+def parameter_name(name: str) -> str | None:
+    """The canonical cosmological parameter a target name stands for (aliases such as ``w``), or None."""
+    canonical = PARAMETER_ALIASES.get(name, name)
+    return canonical if canonical in PARAMETER_NAMES else None
+
+
+class FieldCropDataModule(L.LightningDataModule):
+    """Crops of input fields -> crops of target fields, or -> the cosmological parameters of their box.
 
     store: the store directory; generate: optional mock-generator settings (conf/mock/) used to build
-    the store when it is absent; inputs/targets: stored field names; crop/pad in cells; transforms:
+    the store when it is absent; inputs: stored field names; targets: stored field names, or parameter
+    names (Omega_m, Omega_b, h, n_s, sigma_8, M_nu, w0, wa), not both; crop/pad in cells; transforms:
     field -> "none" | "log" for scalar inputs; split: train/val/test fractions and seed;
     train_crops_per_sim: random crops per simulation per epoch (default: the number of tiles of a box);
     stats_sims: how many training simulations the normalisation statistics are computed from;
@@ -247,7 +266,7 @@ class FieldToFieldDataModule(L.LightningDataModule):
     def _open(self) -> FieldStore:
         if self.store is None:
             self.store = FieldStore(self.store_root)
-            self.store.require_fields(self.input_names + self.target_names)
+            self.store.require_fields(self.input_names + self.target_field_names)
             missing = self.store.missing()
             if missing:
                 raise StoreError(
@@ -257,6 +276,34 @@ class FieldToFieldDataModule(L.LightningDataModule):
             fractions = {k: v for k, v in self.split_cfg.items() if k != "seed"}
             self.splits = load_or_make_splits(self.store, fractions, int(self.split_cfg.get("seed", 0)))
         return self.store
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Canonical names of parameter targets ([] for field targets)."""
+        names = [parameter_name(n) for n in self.target_names]
+        if all(n is None for n in names):
+            return []
+        if any(n is None for n in names):
+            raise ValueError(
+                f"data.targets {self.target_names} mixes stored fields and cosmological parameters; "
+                f"use fields (e.g. [velocity]) or parameters (e.g. [Omega_m, sigma_8]), not both"
+            )
+        return names
+
+    @property
+    def target_kind(self) -> str:
+        """"fields" (crops of target fields) or "parameters" (one vector per simulation)."""
+        return "parameters" if self.parameter_names else "fields"
+
+    @property
+    def target_field_names(self) -> list[str]:
+        return [] if self.parameter_names else self.target_names
+
+    def parameter_table(self, sim_ids: Sequence[str]) -> np.ndarray:
+        """(n_sims, n_params) parameter targets of ``sim_ids`` from the manifest."""
+        store = self._open()
+        table = [[store.cosmology(s).to_dict()[p] for p in self.parameter_names] for s in sim_ids]
+        return np.asarray(table, dtype=np.float64).reshape(len(sim_ids), len(self.parameter_names))
 
     def layouts(self, names: Sequence[str]) -> list[FieldLayout]:
         store = self._open()
@@ -271,7 +318,7 @@ class FieldToFieldDataModule(L.LightningDataModule):
 
     @property
     def target_layouts(self) -> list[FieldLayout]:
-        return self.layouts(self.target_names)
+        return self.layouts(self.target_field_names)
 
     @property
     def in_channels(self) -> int:
@@ -284,7 +331,7 @@ class FieldToFieldDataModule(L.LightningDataModule):
     @property
     def redshift_space(self) -> bool:
         store = self._open()
-        return any(store.fields[n].space == "redshift" for n in self.input_names + self.target_names)
+        return any(store.fields[n].space == "redshift" for n in self.input_names + self.target_field_names)
 
     def symmetries(self):
         return cube_symmetries(self._open().los_axis if self.redshift_space else None)
@@ -298,16 +345,37 @@ class FieldToFieldDataModule(L.LightningDataModule):
             "geometry": self.geometry,
             "chunk_cache_mb": self.chunk_cache_mb,
         }
+        val_sims = self.splits["val"] or self.splits["train"][:1]
+        params = self.target_kind == "parameters"
         self.train_set = FieldCropDataset(
             store.root,
             self.splits["train"],
+            parameters=self.parameter_table(self.splits["train"]) if params else None,
             random_crops=crops,
             symmetries=self.symmetries() if self.augment else None,
             **common,
         )
-        self.val_set = FieldCropDataset(store.root, self.splits["val"] or self.splits["train"][:1], **common)
+        self.val_set = FieldCropDataset(
+            store.root, val_sims, parameters=self.parameter_table(val_sims) if params else None, **common
+        )
         if not self.statistics:
             self.statistics = self.compute_statistics()
+        if params:
+            self.parameter_statistics = self.compute_parameter_statistics()
+
+    def compute_parameter_statistics(self) -> dict[str, dict[str, float]]:
+        """min, max, mean, std of each parameter target over the training simulations."""
+        table = self.parameter_table(self.splits["train"])
+        stats = {}
+        for j, name in enumerate(self.parameter_names):
+            col = table[:, j]
+            if np.ptp(col) == 0:
+                raise ValueError(
+                    f"{name} = {col[0]:g} in every training simulation of {self.store_root}: there is nothing to "
+                    "infer; use a store with varying cosmologies (e.g. data=mocks_lh, a latin-hypercube design)"
+                )
+            stats[name] = {"min": float(col.min()), "max": float(col.max()), "mean": float(col.mean()), "std": float(col.std())}
+        return stats
 
     def compute_statistics(self) -> dict[str, tuple[float, float]]:
         """(shift, scale) per input and target field from up to ``stats_sims`` training simulations."""

@@ -19,6 +19,7 @@ import torch
 from lss_lightning.fields.mesh import (
     deconvolve_window,
     fundamental_mode,
+    mode_indices,
     nyquist_mode,
     rfft_mode_weights,
     wavenumber,
@@ -53,19 +54,32 @@ def default_k_edges(n: int, box_size: float, kmax: float | None = None) -> np.nd
 
 
 @lru_cache(maxsize=4)
-def _shells(n: int, box_size: float, edges: tuple[float, ...], device: str):
-    """Per-cell shell index (bins outside the edges go to an overflow bin), modes and mean k per shell."""
-    k = wavenumber(n, box_size, device=device, dtype=torch.float64)
-    edges_t = torch.tensor(edges, device=device, dtype=torch.float64)
-    n_bins = len(edges) - 1
-    index = torch.bucketize(k, edges_t, right=True) - 1  # bin j holds edges[j] <= k < edges[j+1]
-    index = torch.where((index < 0) | (index >= n_bins), n_bins, index).reshape(-1)
-    weight = rfft_mode_weights(n, device=device, dtype=torch.float64).expand_as(k).reshape(-1)
-    modes = torch.bincount(index, weights=weight, minlength=n_bins + 1)[:n_bins]
-    ksum = torch.bincount(index, weights=weight * k.reshape(-1), minlength=n_bins + 1)[:n_bins]
+def _shells(n: int, box_size: float, edges: tuple[float, ...] | None, device: str):
+    """Binning of an rfft grid into shells, in two steps: every cell -> its integer |m|^2 (k = k_F m),
+    then every |m|^2 value -> its shell. Sums over cells are one bincount over |m|^2 (no per-cell search),
+    and modes, mean k and the shell of each |m|^2 come from the short |m|^2 histogram.
+
+    edges=None means the default shells (j + 1/2) k_F. Returns (|m|^2 per cell, rfft weight per cell,
+    shell of each |m|^2 value (overflow = n_bins), mean k per shell, modes per shell).
+    """
+    kf = fundamental_mode(box_size)
+    mx, my, mz = mode_indices(n, device)
+    m2 = (mx * mx + my * my + mz * mz).reshape(-1).contiguous()
+    weight = rfft_mode_weights(n, device=device).expand(n, n, n // 2 + 1).reshape(-1).contiguous()
+    n_values = 3 * (n // 2) ** 2 + 1
+    counts = torch.bincount(m2, weights=weight, minlength=n_values).double()  # modes per |m|^2 value
+    m = torch.arange(len(counts), device=device, dtype=torch.float64).sqrt()
+    if edges is None:
+        n_bins = len(default_k_edges(n, box_size)) - 1
+        shell = torch.floor(m - 0.5).long()
+    else:
+        n_bins = len(edges) - 1
+        shell = torch.bucketize(m, torch.tensor(edges, device=device, dtype=torch.float64) / kf, right=True) - 1
+    shell = torch.where((shell < 0) | (shell >= n_bins), n_bins, shell)
+    modes = torch.bincount(shell, weights=counts, minlength=n_bins + 1)[:n_bins]
+    ksum = torch.bincount(shell, weights=counts * m, minlength=n_bins + 1)[:n_bins] * kf
     kmean = torch.where(modes > 0, ksum / modes.clamp(min=1), torch.nan)
-    weight32 = rfft_mode_weights(n, device=device).expand_as(k).reshape(-1).contiguous()
-    return index.contiguous(), weight32, kmean.cpu().numpy(), modes.cpu().numpy()
+    return m2, weight, shell, kmean.cpu().numpy(), modes.cpu().numpy()
 
 
 def _as_channels(field: torch.Tensor) -> torch.Tensor:
@@ -87,10 +101,10 @@ def fourier(field: torch.Tensor, box_size: float, mas: str | None = None) -> tor
 
 def bin_power(power_k: torch.Tensor, n: int, box_size: float, k_edges: np.ndarray | None = None) -> Spectrum:
     """Average a per-mode power (N, N, N//2+1) over spherical shells."""
-    edges = default_k_edges(n, box_size) if k_edges is None else np.asarray(k_edges, dtype=float)
-    index, weight, kmean, modes = _shells(n, float(box_size), tuple(edges.tolist()), str(power_k.device))
-    values = power_k.reshape(-1).float() * weight
-    sums = torch.bincount(index, weights=values, minlength=len(edges))[: len(edges) - 1]
+    edges = None if k_edges is None else tuple(np.asarray(k_edges, dtype=float).tolist())
+    m2, weight, shell, kmean, modes = _shells(n, float(box_size), edges, str(power_k.device))
+    per_value = torch.bincount(m2, weights=power_k.reshape(-1).float() * weight, minlength=len(shell))
+    sums = torch.bincount(shell, weights=per_value.double(), minlength=len(modes) + 1)[: len(modes)]
     power = sums.double().cpu().numpy() / np.maximum(modes, 1)
     return Spectrum(k=kmean, power=np.where(modes > 0, power, np.nan), modes=modes)
 

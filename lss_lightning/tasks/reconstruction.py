@@ -30,6 +30,8 @@ class VelocityReconstruction(L.LightningModule):
     input_layouts / target_layouts: the data module's channel layouts; metric_k: k (h/Mpc) at which the
     validation r(k) and T(k) of crops are logged."""
 
+    target_kind = "fields"  # what the data module must provide as targets
+
     def __init__(
         self,
         net: Callable[..., nn.Module],
