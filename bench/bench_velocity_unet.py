@@ -43,11 +43,13 @@ def main(extra: list[str]) -> int:
     minutes = (time.perf_counter() - start) / 60
     metrics = json.loads((Path(out) / "eval" / "metrics.json").read_text())
     summary = metrics["summary"]
-    print(f"\nvelocity reconstruction on {len(metrics['simulations'])} held-out 2LPT boxes "
-          f"({metrics['box_size']:g} Mpc/h, {metrics['grid']}^3, z = {metrics['redshift']:g}); "
-          f"train + eval {minutes:.1f} min, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(
+        f"\nvelocity reconstruction on {len(metrics['simulations'])} held-out 2LPT boxes "
+        f"({metrics['box_size']:g} Mpc/h, {metrics['grid']}^3, z = {metrics['redshift']:g}); "
+        f"train + eval {minutes:.1f} min, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
     print(f"overrides: {' '.join(overrides[:-1])}")
-    print(f"\n| k [h/Mpc] | r U-net | r linear | T U-net | T linear |\n|---|---|---|---|---|")
+    print("\n| k [h/Mpc] | r U-net | r linear | T U-net | T linear |\n|---|---|---|---|---|")
     ok = True
     for k in metrics["report_k"]:
         u, lin = summary["unet"]["vector"][f"{k:g}"], summary["linear"]["vector"][f"{k:g}"]

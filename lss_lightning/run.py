@@ -71,7 +71,7 @@ def build_model(cfg: DictConfig, dm):
     if wanted == "fields":
         kwargs["target_layouts"] = [asdict(f) for f in dm.target_layouts]
     else:
-        kwargs["parameter_names"] = dm.parameter_names
+        kwargs.update(parameter_names=dm.parameter_names, img_size=dm.geometry.input_size)
     return instantiate(cfg.model, **kwargs)
 
 
@@ -155,9 +155,8 @@ def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
         raise ValueError(f"{ckpt_path} holds no lss_config: it was not written by lss-lightning's train.py")
     cfg = OmegaConf.create(config)
     hparams = checkpoint["hyper_parameters"]
-    model = instantiate(
-        cfg.model, input_layouts=hparams["input_layouts"], target_layouts=hparams["target_layouts"]
-    )
+    saved = ("input_layouts", "target_layouts", "parameter_names", "img_size")  # what the data told the task
+    model = instantiate(cfg.model, **{k: hparams[k] for k in saved if k in hparams})
     model.load_state_dict(checkpoint["state_dict"])
     model.run_config = config
     return model
@@ -180,7 +179,11 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
         from lss_lightning.evaluate.inference import evaluate_inference, plot_parameters
 
         metrics = evaluate_inference(model, store, sims, parameter_names=dm.parameter_names, **common)
-        figures = {"parameters": plot_parameters(metrics, out_dir / "parameters.png")} if settings.get("plots", True) else {}
+        figures = (
+            {"parameters": plot_parameters(metrics, out_dir / "parameters.png")}
+            if settings.get("plots", True)
+            else {}
+        )
         flat = {f"test/{k}": v for k, v in _flat_metrics(metrics["summary"]).items()}
         _print_parameter_summary(metrics, out_dir)
     else:
@@ -202,7 +205,9 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
             title = f"{metrics['target']} from {', '.join(dm.input_names)}: {len(sims)} test boxes of {store.box_size:g} Mpc/h"
             figures["spectra"] = plot_spectra(metrics["_sums"], out_dir / "spectra.png", title)
             figures["slices"] = plot_slices(metrics["_slices"], store.box_size, out_dir / "slices.png")
-        flat = {f"test/{k}": v for k, v in _flat_metrics(metrics["summary"]).items() if k.endswith(("/T", "/r"))}
+        flat = {
+            f"test/{k}": v for k, v in _flat_metrics(metrics["summary"]).items() if k.endswith(("/T", "/r"))
+        }
         _print_summary(metrics, out_dir)
     from lightning.pytorch.loggers import CSVLogger
 
@@ -263,11 +268,19 @@ def _print_parameter_summary(metrics: dict, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"parameters of {len(metrics['simulations'])} test boxes ({metrics['subvolumes_per_box']} sub-volumes each)")
+    table = Table(
+        title=f"parameters of {len(metrics['simulations'])} test boxes ({metrics['subvolumes_per_box']} sub-volumes each)"
+    )
     for column in ("parameter", "RMSE", "relative error", "R^2", "mean sigma"):
         table.add_column(column)
     for name, s in metrics["summary"].items():
-        table.add_row(name, _fmt(s["rmse"], 4), _fmt(s["relative_error"], 4), _fmt(s["r2"]), _fmt(s.get("mean_sigma"), 4))
+        table.add_row(
+            name,
+            _fmt(s["rmse"], 4),
+            _fmt(s["relative_error"], 4),
+            _fmt(s["r2"]),
+            _fmt(s.get("mean_sigma"), 4),
+        )
     Console().print(table)
     Console().print(f"metrics and plots: {out_dir}")
 

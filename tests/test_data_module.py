@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lss_lightning.data.modules import FieldCropDataset, FieldCropDataModule, split_simulations
+from lss_lightning.data.modules import FieldCropDataModule, FieldCropDataset, split_simulations
 from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout, field_statistics
 from lss_lightning.fields.velocity import linear_velocity
 
@@ -134,8 +134,15 @@ def test_loader_with_two_workers_opens_files_lazily(tiny_store):
 
 
 def test_parameter_targets_are_the_simulation_parameters(tiny_lh_store):
-    dm = FieldCropDataModule(store=str(tiny_lh_store.root), inputs=["density"], targets=["Omega_m", "s8"], crop=8,
-                             pad=0, batch_size=4, split={"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0})
+    dm = FieldCropDataModule(
+        store=str(tiny_lh_store.root),
+        inputs=["density"],
+        targets=["Omega_m", "s8"],
+        crop=8,
+        pad=0,
+        batch_size=4,
+        split={"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0},
+    )
     dm.setup("fit")
     assert dm.target_kind == "parameters" and dm.parameter_names == ["Omega_m", "sigma_8"]
     item = dm.train_set[7]
@@ -149,9 +156,15 @@ def test_parameter_targets_are_the_simulation_parameters(tiny_lh_store):
 
 
 def test_constant_or_mixed_targets_give_clear_errors(tiny_store, tiny_lh_store):
-    dm = FieldCropDataModule(store=str(tiny_store.root), inputs=["density"], targets=["Omega_m"], crop=8, pad=0,
-                             split={"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0})
-    with pytest.raises(ValueError, match="nothing to infer.*latin-hypercube"):
+    dm = FieldCropDataModule(
+        store=str(tiny_store.root),
+        inputs=["density"],
+        targets=["Omega_m"],
+        crop=8,
+        pad=0,
+        split={"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0},
+    )
+    with pytest.raises(ValueError, match=r"nothing to infer.*latin-hypercube"):
         dm.setup("fit")
     mixed = FieldCropDataModule(store=str(tiny_lh_store.root), inputs=["density"], targets=["density", "h"])
     with pytest.raises(ValueError, match="mixes stored fields and cosmological parameters"):

@@ -83,9 +83,73 @@ def test_eval_without_checkpoint_is_a_clear_error(tmp_path):
 
 def test_two_process_ddp_on_cpu_trains_and_evaluates(tiny_store, tmp_path):
     """ddp_spawn with gloo: datasets, metrics and checkpoints survive two processes (no GPU here)."""
-    cfg = _cfg("train", [*_train_overrides(tiny_store, tmp_path), "trainer=ddp_cpu", "trainer.max_epochs=1",
-                         "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2", "logger=many"])
+    cfg = _cfg(
+        "train",
+        [
+            *_train_overrides(tiny_store, tmp_path),
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=2",
+            "logger=many",
+        ],
+    )
     metrics = train(cfg)
     assert "val/loss" in metrics and "test/unet/vector/0.3/r" in metrics
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    ("model", "net"),
+    [
+        ("vit3d", ["model.net.name=vit3d_tiny", "+model.net.patch_size=8"]),
+        ("cnn3d", ["model.net.name=cnn3d"]),
+    ],
+)
+def test_parameter_models_train_and_evaluate(tiny_lh_store, tmp_path, model, net):
+    overrides = [
+        f"model={model}",
+        "data=mocks_lh",
+        f"data.store={tiny_lh_store.root}",
+        f"paths.output_dir={tmp_path}",
+        "data.targets=[Omega_m,sigma_8]",
+        "data.crop=16",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.split={train: 0.5, val: 0.25, test: 0.25, seed: 0}",
+        "logger=csv",
+        "~callbacks.progress_bar",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=2",
+        *net,
+    ]
+    metrics = train(_cfg("train", overrides))
+    assert "val/loss" in metrics and "test/Omega_m/rmse" in metrics
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["parameters"] == ["Omega_m", "sigma_8"] and written["per_simulation"]["sigma"] is not None
+    assert (tmp_path / "eval" / "parameters.png").exists()
+    # eval.py rebuilds the model from the checkpoint alone
+    again = evaluate(
+        _cfg(
+            "eval",
+            [f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}", f"paths.output_dir={tmp_path / 'e2'}"],
+        )
+    )
+    assert again.keys() == {k for k in metrics if k.startswith("test/")}
+
+
+def test_model_and_targets_must_agree(tiny_lh_store, tmp_path):
+    cfg = _cfg(
+        "train",
+        [
+            f"data.store={tiny_lh_store.root}",
+            f"paths.output_dir={tmp_path}",
+            "data.targets=[Omega_m]",
+            "data.pad=0",
+            "debug=fast_dev_run",
+        ],
+    )
+    with pytest.raises(ValueError, match=r"predicts fields but data\.targets"):
+        train(cfg)

@@ -111,7 +111,9 @@ class FieldCropDataset(Dataset):
         self.inputs, self.targets = list(inputs), list(targets)
         self.parameters = None if parameters is None else np.asarray(parameters, dtype=np.float32)
         if self.parameters is not None and len(self.parameters) != len(self.sim_ids):
-            raise ValueError(f"parameters has {len(self.parameters)} rows for {len(self.sim_ids)} simulations")
+            raise ValueError(
+                f"parameters has {len(self.parameters)} rows for {len(self.sim_ids)} simulations"
+            )
         self.geometry = geometry
         self.random_crops = random_crops
         self.symmetries = list(symmetries) if symmetries else None
@@ -292,7 +294,7 @@ class FieldCropDataModule(L.LightningDataModule):
 
     @property
     def target_kind(self) -> str:
-        """"fields" (crops of target fields) or "parameters" (one vector per simulation)."""
+        """ "fields" (crops of target fields) or "parameters" (one vector per simulation)."""
         return "parameters" if self.parameter_names else "fields"
 
     @property
@@ -374,7 +376,12 @@ class FieldCropDataModule(L.LightningDataModule):
                     f"{name} = {col[0]:g} in every training simulation of {self.store_root}: there is nothing to "
                     "infer; use a store with varying cosmologies (e.g. data=mocks_lh, a latin-hypercube design)"
                 )
-            stats[name] = {"min": float(col.min()), "max": float(col.max()), "mean": float(col.mean()), "std": float(col.std())}
+            stats[name] = {
+                "min": float(col.min()),
+                "max": float(col.max()),
+                "mean": float(col.mean()),
+                "std": float(col.std()),
+            }
         return stats
 
     def compute_statistics(self) -> dict[str, tuple[float, float]]:

@@ -26,7 +26,10 @@ def predict_simulation(model, inputs: np.ndarray, crop: int, pad: int, batch_siz
     device = next(model.parameters()).device
     means, stds = [], []
     for start in range(0, len(corners), batch_size):
-        batch = [read_periodic(inputs, np.asarray(c) - pad, crop + 2 * pad) for c in corners[start : start + batch_size]]
+        batch = [
+            read_periodic(inputs, np.asarray(c) - pad, crop + 2 * pad)
+            for c in corners[start : start + batch_size]
+        ]
         mean, std = model.predict_parameters(torch.from_numpy(np.stack(batch)).to(device))
         means.append(mean.float().cpu().numpy())
         if std is not None:

@@ -74,7 +74,9 @@ def _shells(n: int, box_size: float, edges: tuple[float, ...] | None, device: st
         shell = torch.floor(m - 0.5).long()
     else:
         n_bins = len(edges) - 1
-        shell = torch.bucketize(m, torch.tensor(edges, device=device, dtype=torch.float64) / kf, right=True) - 1
+        shell = (
+            torch.bucketize(m, torch.tensor(edges, device=device, dtype=torch.float64) / kf, right=True) - 1
+        )
     shell = torch.where((shell < 0) | (shell >= n_bins), n_bins, shell)
     modes = torch.bincount(shell, weights=counts, minlength=n_bins + 1)[:n_bins]
     ksum = torch.bincount(shell, weights=counts * m, minlength=n_bins + 1)[:n_bins] * kf

@@ -82,9 +82,10 @@ class CNN3D(nn.Module):
 
         layers: list[nn.Module] = []
         c_in = self.in_channels
+        bias = norm == "none"  # a following BatchNorm makes a conv bias redundant
         for c_out, k, s, p in zip(self.channels, self.kernels, self.strides, self.paddings, strict=True):
             layers += [
-                nn.Conv3d(c_in, c_out, k, stride=s, padding=p, bias=norm == "none"),  # BN makes a bias redundant
+                nn.Conv3d(c_in, c_out, k, stride=s, padding=p, bias=bias),
                 nn.BatchNorm3d(c_out) if norm == "batch" else nn.Identity(),
                 nn.LeakyReLU(negative_slope),
             ]

@@ -16,6 +16,7 @@ Presets (timm style): ``create_vit3d("vit3d_small", in_channels=2)``, ``vit3d_sm
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -125,7 +126,7 @@ class ViT3D(nn.Module):
                     proj_drop=drop_rate,
                     attn_drop=attn_drop_rate,
                     drop_path=drop_path[i],
-                    norm_layer=nn.LayerNorm,
+                    norm_layer=functools.partial(nn.LayerNorm, eps=1e-6),  # timm's ViT norm
                 )
                 for i in range(depth)
             )
@@ -182,7 +183,9 @@ def with_summaries(features: torch.Tensor, summaries: torch.Tensor | None, expec
     if summaries is None:
         raise ValueError(f"the model was built with num_summaries={expected} but no summaries were given")
     if summaries.shape != (len(features), expected):
-        raise ValueError(f"summaries must be shaped ({len(features)}, {expected}), got {tuple(summaries.shape)}")
+        raise ValueError(
+            f"summaries must be shaped ({len(features)}, {expected}), got {tuple(summaries.shape)}"
+        )
     return torch.cat([features, summaries.to(features.dtype)], dim=1)
 
 

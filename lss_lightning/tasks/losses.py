@@ -153,3 +153,49 @@ def make_loss(name: str, **kwargs: Any) -> nn.Module:
     if name not in LOSSES:
         raise KeyError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
     return LOSSES[name](**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parameter inference: the moment network loss (CAMELS; Jeffrey & Wandelt 2020)
+# ----------------------------------------------------------------------------------------------------
+
+
+def moment_network_loss(mean: torch.Tensor, std: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Moment-network loss of (B, P) posterior means, standard deviations and true parameters:
+
+        L = sum_p [ log mean_b (mu_bp - theta_bp)^2 + log mean_b ((mu_bp - theta_bp)^2 - sigma_bp^2)^2 ],
+
+    means over the batch b, sum over parameters p. Minimised by mu = E[theta | x] and
+    sigma^2 = Var[theta | x]. Units are those of the inputs (the tasks pass parameters mapped to [0, 1]).
+    A mean that is exactly 0 is clamped to the smallest positive float before the log (no -inf).
+    """
+    if not mean.shape == std.shape == target.shape or mean.ndim != 2:
+        raise ValueError(
+            f"mean, std and target must share one (B, P) shape, got {tuple(mean.shape)}, "
+            f"{tuple(std.shape)}, {tuple(target.shape)}"
+        )
+    mean, std, target = _float(mean), _float(std), _float(target)
+    tiny = torch.finfo(mean.dtype).tiny
+    squared_error = (mean - target).square()
+    first = squared_error.mean(dim=0).clamp(min=tiny).log()
+    second = (squared_error - std.square()).square().mean(dim=0).clamp(min=tiny).log()
+    return (first + second).sum()
+
+
+class MomentNetworkLoss(nn.Module):
+    """``moment_network_loss`` on a raw (B, 2P) network output: columns [:P] are the posterior means,
+    columns [P:] give the standard deviations through softplus (positive, smooth, ~linear when large)."""
+
+    outputs_per_target = 2
+
+    def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2P) raw output -> (mean, std), each (B, P), at least float32."""
+        out = _float(out)
+        if out.ndim != 2 or out.shape[1] % 2:
+            raise ValueError(f"a moment network output must be shaped (B, 2P), got {tuple(out.shape)}")
+        n = out.shape[1] // 2
+        return out[:, :n], F.softplus(out[:, n:])
+
+    def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mean, std = self.split(out)
+        return moment_network_loss(mean, std, target)

@@ -1,0 +1,435 @@
+"""ParameterInference: crops of fields -> cosmological parameters with a field-to-vector backbone.
+
+Conventions:
+- Inputs are (B, C, n, n, n) float32 crops in physical units, normalised inside the module with the
+  training statistics (``ChannelNormaliser``, buffers, so checkpoints carry them).
+- Targets are (B, P) parameter values in physical units (Omega_m, sigma_8, ...), in the order of
+  ``parameter_names``. The network works in u = (theta - lo) / (hi - lo), with [lo, hi] the prior box
+  (``parameter_ranges``) or, if none is given, the training split's min/max per parameter.
+- ``loss="mse"``: the network predicts u, loss = mean squared error in u.
+  ``loss="moment"``: it predicts 2P numbers, the posterior mean of u and, through softplus, its
+  standard deviation; loss = the CAMELS moment-network loss (``tasks.losses.moment_network_loss``).
+- ``predict_parameters`` returns mean and std (None for mse) in physical units.
+
+Optional extra inputs (Min et al.: "configuration space + Fourier space", and data summaries):
+- ``fourier_channel=True`` appends, for every (normalised) input channel f, the channel
+  log(1 + |F_m|^2 / n^3) with F = fftn(f) over the crop treated as periodic, fftshift-ed so that m = 0
+  sits at cell (n//2, n//2, n//2) and cell j holds m = j - n//2 per axis. It is the per-mode power in
+  grid units (a unit-variance white field has E|F_m|^2 / n^3 = 1), unchanged by periodic shifts of the
+  crop and, for real fields, symmetric under m -> -m. The network therefore takes 2C channels.
+- ``summaries=["power_spectrum"]`` computes the power spectrum of the normalised ``summary_field``
+  channel(s) of each crop (vector fields: the trace over components), P_j = <|F_m|^2 / n^3> over the
+  modes of shell j, in ``n_summary_bins`` shells of |m| between 1 (the crop's fundamental mode) and n/2
+  (its Nyquist mode), linear or log-spaced, k = 0 and the corners beyond the Nyquist sphere excluded;
+  the network's head receives log P_j. Grid units: k = 2 pi |m| / (n dx) in h/Mpc, and for an input
+  without transform P_phys(k) = P_j scale^2 dx^3 in (Mpc/h)^3 (scale from the normaliser), so the
+  global normalisation keeps the amplitude information. No window deconvolution, no shot-noise
+  subtraction; crops are not periodic, so edges leak power across shells the same way in training and
+  test.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout
+from lss_lightning.fields.mesh import mode_indices, rfft_mode_weights
+from lss_lightning.tasks.losses import MomentNetworkLoss, mse_loss
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("mse", "moment")
+SUMMARIES = ("power_spectrum",)
+BINNINGS = ("linear", "log")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fourier-space inputs computed on the fly (batched, on the input's device, float32)
+# ----------------------------------------------------------------------------------------------------
+
+
+def fourier_power_channels(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, n, n, n) -> (B, C, n, n, n): log(1 + |fftn|^2 / n^3) per channel, fftshift-ed (m = 0 at
+    cell n//2 of each axis). See the module docstring."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        cells = x.shape[-3] * x.shape[-2] * x.shape[-1]
+        f = torch.fft.fftn(x, dim=(-3, -2, -1))
+        power = (f.real.square() + f.imag.square()) / cells
+        return torch.fft.fftshift(torch.log1p(power), dim=(-3, -2, -1))
+
+
+def summary_bin_edges(n: int, n_bins: int, binning: str = "log") -> np.ndarray:
+    """Shell edges in |m| (units of the crop's fundamental mode) from 1 to n/2.
+
+    linear: n_bins equal shells over [1/2, n/2 + 1/2] (with n_bins = n/2 these are the integer shells
+    of ``fields.spectra``'s default binning); log: log-spaced over [1, n/2]. Shell j holds
+    edges[j] <= |m| < edges[j + 1]; the last edge is nudged up so that |m| = n/2 belongs to the last shell.
+    """
+    if binning not in BINNINGS:
+        raise ValueError(f"summary binning must be one of {BINNINGS}, got {binning!r}")
+    if n < 2 or n_bins < 1:
+        raise ValueError(f"need a crop of at least 2 cells and at least one bin, got n={n}, n_bins={n_bins}")
+    top = n // 2
+    if binning == "linear":
+        edges = np.linspace(0.5, top + 0.5, n_bins + 1)
+    else:
+        edges = np.geomspace(1.0, top, n_bins + 1) if top > 1 else np.linspace(1.0, 1.0, n_bins + 1)
+    edges[-1] *= 1.0 + 1e-9
+    return edges
+
+
+@functools.lru_cache(maxsize=16)
+def _shell_index(
+    n: int, n_bins: int, binning: str, device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per rfft cell: shell index (n_bins for excluded cells) and mode weight; and modes per shell."""
+    mx, my, mz = mode_indices(n, device)
+    m = (mx * mx + my * my + mz * mz).double().sqrt().expand(n, n, n // 2 + 1).reshape(-1)
+    edges = torch.as_tensor(summary_bin_edges(n, n_bins, binning), device=device, dtype=torch.float64)
+    shell = torch.bucketize(m, edges, right=True) - 1
+    shell = torch.where((shell < 0) | (shell >= n_bins) | (m == 0), n_bins, shell)
+    weight = rfft_mode_weights(n, device=device).expand(n, n, n // 2 + 1).reshape(-1).contiguous()
+    modes = torch.zeros(n_bins + 1, device=device).index_add_(0, shell, weight)[:n_bins]
+    if (modes == 0).any():
+        feasible = max((b for b in range(1, n_bins) if _all_shells_filled(n, b, binning)), default=0)
+        raise ValueError(
+            f"{n_bins} {binning} P(k) shells leave shells {torch.nonzero(modes == 0).flatten().tolist()} empty "
+            f"for a {n}^3 crop; use fewer shells (e.g. n_summary_bins={feasible}) or linear binning"
+        )
+    return shell.contiguous(), weight, modes
+
+
+def _all_shells_filled(n: int, n_bins: int, binning: str) -> bool:
+    mx, my, mz = (t.double() for t in mode_indices(n))
+    m = torch.unique((mx * mx + my * my + mz * mz).sqrt().flatten())
+    edges = torch.as_tensor(summary_bin_edges(n, n_bins, binning), dtype=torch.float64)
+    shell = torch.bucketize(m[m > 0], edges, right=True) - 1
+    return set(range(n_bins)) <= set(shell.tolist())
+
+
+def binned_power_spectrum(x: torch.Tensor, n_bins: int, binning: str = "log") -> torch.Tensor:
+    """(B, C, n, n, n) -> (B, n_bins): shell means of sum_c |rfftn(x_c)|^2 / n^3 (grid units, see the
+    module docstring); every shell holds at least one mode (ValueError otherwise)."""
+    if x.ndim != 5 or not x.shape[-1] == x.shape[-2] == x.shape[-3]:
+        raise ValueError(f"expected cubic crops shaped (B, C, n, n, n), got {tuple(x.shape)}")
+    n = x.shape[-1]
+    shell, weight, modes = _shell_index(n, int(n_bins), binning, str(x.device))
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        f = torch.fft.rfftn(x.float(), dim=(-3, -2, -1))
+        power = (f.real.square() + f.imag.square()).sum(dim=1).reshape(len(x), -1) / n**3
+        sums = torch.zeros(len(x), n_bins + 1, device=x.device).index_add_(1, shell, power * weight)
+        return sums[:, :n_bins] / modes
+
+
+# ----------------------------------------------------------------------------------------------------
+# Targets: physical units <-> [0, 1]
+# ----------------------------------------------------------------------------------------------------
+
+
+class ParameterScaler(nn.Module):
+    """u = (theta - lo) / (hi - lo) per parameter; buffers, so the box travels in the checkpoint."""
+
+    def __init__(self, names: Sequence[str]):
+        super().__init__()
+        self.names = list(names)
+        self.register_buffer("low", torch.zeros(len(self.names)))
+        self.register_buffer("span", torch.ones(len(self.names)))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def set_ranges(self, ranges: Mapping[str, Any]) -> dict[str, list[float]]:
+        """ranges: name -> (lo, hi), or name -> {"min": lo, "max": hi, ...} (the data module's
+        ``parameter_statistics``). Returns name -> [lo, hi] as plain python floats, in ``names`` order."""
+        plain = {}
+        for name in self.names:
+            if name not in ranges:
+                raise ValueError(f"no range for parameter {name!r}; got ranges for {sorted(ranges)}")
+            entry = ranges[name]
+            lo, hi = (
+                (float(entry["min"]), float(entry["max"]))
+                if isinstance(entry, Mapping)
+                else map(float, entry)
+            )
+            if not np.isfinite([lo, hi]).all() or hi <= lo:
+                raise ValueError(f"parameter {name!r}: range [{lo}, {hi}] must be finite with lo < hi")
+            plain[name] = [lo, hi]
+        self.low.copy_(torch.tensor([plain[n][0] for n in self.names]))
+        self.span.copy_(torch.tensor([plain[n][1] - plain[n][0] for n in self.names]))
+        self.fitted.fill_(True)
+        return plain
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return (theta.float() - self.low) / self.span
+
+    def inverse(self, u: torch.Tensor) -> torch.Tensor:
+        return u.float() * self.span + self.low
+
+    def inverse_std(self, std_u: torch.Tensor) -> torch.Tensor:
+        return std_u.float() * self.span
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation metrics in physical units, reduced across DDP ranks
+# ----------------------------------------------------------------------------------------------------
+
+
+class ParameterErrors(Metric):
+    """Per parameter over an epoch, in physical units and per crop: RMSE, rel_err = mean |pred - true| /
+    |true| (uninformative for parameters whose values straddle 0, e.g. w_a) and mean predicted std
+    (0 when no std is given)."""
+
+    full_state_update = False
+
+    def __init__(self, n_params: int):
+        super().__init__()
+        for name in ("squared", "relative", "std"):
+            self.add_state(name, default=torch.zeros(n_params, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, std: torch.Tensor | None = None) -> None:
+        # out-of-place sums: states reset under trainer.validate's inference mode stay usable in fit
+        pred, target = pred.double(), target.double()
+        error = pred - target
+        self.squared = self.squared + error.square().sum(0)
+        self.relative = self.relative + (error.abs() / target.abs().clamp(min=1e-12)).sum(0)
+        if std is not None:
+            self.std = self.std + std.double().sum(0)
+        self.count = self.count + len(pred)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.count.clamp(min=1)
+        return {"rmse": (self.squared / n).sqrt(), "rel_err": self.relative / n, "std": self.std / n}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The task
+# ----------------------------------------------------------------------------------------------------
+
+
+class ParameterInference(L.LightningModule):
+    """net: a partial taking (in_channels, num_outputs[, img_size][, num_summaries]) -> nn.Module whose
+    forward is net(x) or net(x, summaries); input_layouts: the data module's channel layouts;
+    parameter_names: target order; parameter_ranges: name -> [lo, hi] prior box (None: training-split
+    min/max from the data module's ``parameter_statistics``); optimizer / scheduler: partials (Hydra
+    ``_partial_: true``); loss: "mse" or "moment"; img_size: cube side passed to the net (needed by
+    ViT3D, omitted when None); fourier_channel, summaries, summary_field, n_summary_bins,
+    summary_binning: the optional inputs of the module docstring (summary_field None: the first scalar
+    input field)."""
+
+    target_kind = "parameters"  # what the data module must provide as targets (checked by run.build_model)
+
+    def __init__(
+        self,
+        net: Callable[..., nn.Module],
+        input_layouts: Sequence[FieldLayout | Mapping],
+        parameter_names: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "epoch",
+        parameter_ranges: Mapping[str, Sequence[float]] | None = None,
+        loss: str = "mse",
+        img_size: int | None = None,
+        fourier_channel: bool = False,
+        summaries: Sequence[str] = (),
+        summary_field: str | None = None,
+        n_summary_bins: int = 8,
+        summary_binning: str = "log",
+        compile: bool = False,
+    ):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        unknown = sorted(set(summaries) - set(SUMMARIES))
+        if unknown:
+            raise ValueError(f"unknown summaries {unknown}; known: {list(SUMMARIES)}")
+        if summary_binning not in BINNINGS:
+            raise ValueError(f"summary_binning must be one of {BINNINGS}, got {summary_binning!r}")
+        self.input_layouts = [f if isinstance(f, FieldLayout) else FieldLayout(**f) for f in input_layouts]
+        self.parameter_names = [str(p) for p in parameter_names]
+        if not self.parameter_names or len(set(self.parameter_names)) != len(self.parameter_names):
+            raise ValueError(f"parameter_names must be distinct and non-empty, got {self.parameter_names}")
+        self.summary_names = [str(s) for s in summaries]
+        self.summary_channels = self._summary_channels(summary_field) if self.summary_names else slice(0, 0)
+
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "input_layouts"])
+        # plain python types in the checkpoint, so a model can be rebuilt without its training data
+        self.hparams["input_layouts"] = [asdict(f) for f in self.input_layouts]
+        self.hparams["parameter_names"] = list(self.parameter_names)
+        self.hparams["summaries"] = list(self.summary_names)
+        self.hparams["img_size"] = None if img_size is None else int(img_size)
+
+        self.input_norm = ChannelNormaliser(self.input_layouts)
+        self.target_scaler = ParameterScaler(self.parameter_names)
+        self.hparams["parameter_ranges"] = (
+            None if parameter_ranges is None else self.target_scaler.set_ranges(parameter_ranges)
+        )
+        self.moment_loss = MomentNetworkLoss() if loss == "moment" else None
+
+        channels = sum(f.channels for f in self.input_layouts)
+        net_kwargs: dict[str, Any] = {
+            "in_channels": channels * (2 if fourier_channel else 1),
+            "num_outputs": len(self.parameter_names) * (2 if loss == "moment" else 1),
+        }
+        if img_size is not None:
+            net_kwargs["img_size"] = int(img_size)
+        if self.num_summaries:
+            net_kwargs["num_summaries"] = self.num_summaries
+        self.net = net(**net_kwargs)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.run_config: dict | None = None  # the composed Hydra config, saved into checkpoints by run.train
+        self.val_errors = ParameterErrors(len(self.parameter_names))
+        if compile:
+            self.net = torch.compile(self.net)
+
+    def _summary_channels(self, field: str | None) -> slice:
+        """The channels of the field whose P(k) is summarised."""
+        start = 0
+        for f in self.input_layouts:
+            if (field is None and f.kind == "scalar") or f.name == field:
+                return slice(start, start + f.channels)
+            start += f.channels
+        names = [f.name for f in self.input_layouts]
+        wanted = "a scalar input field" if field is None else f"input field {field!r}"
+        raise ValueError(f"summaries need {wanted}; the inputs are {names}")
+
+    @property
+    def num_summaries(self) -> int:
+        return self.hparams.n_summary_bins * len(self.summary_names)
+
+    # -- wiring to the data ---------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        names = getattr(dm, "parameter_names", None)
+        if names is not None and list(names) != self.parameter_names:
+            raise ValueError(
+                f"the data module's parameters {list(names)} differ from the model's {self.parameter_names} "
+                "(order matters)"
+            )
+        if not bool(self.input_norm.fitted):
+            self.input_norm.set_statistics(dm.statistics)
+        if not bool(self.target_scaler.fitted):
+            ranges = getattr(dm, "parameter_statistics", None)
+            if not ranges:
+                raise ValueError(
+                    "parameter_ranges is None and the data module offers no parameter_statistics "
+                    "(parameter -> {min, max} over the training split): give one of them"
+                )
+            self.hparams["parameter_ranges"] = self.target_scaler.set_ranges(ranges)
+            log.info(
+                "parameters mapped to [0, 1] with training-split ranges %s", self.hparams.parameter_ranges
+            )
+        geometry = getattr(dm, "geometry", None)
+        if geometry is not None:
+            self.check_input_size(int(geometry.input_size))
+
+    def check_input_size(self, n: int) -> None:
+        """Raise ValueError if an n^3 crop does not fit the net's img_size or the summary shells."""
+        expected = getattr(self.net, "img_size", None)
+        if expected is not None and expected != n:
+            raise ValueError(
+                f"the data module cuts {n}^3 crops but the network was built for img_size={expected}; "
+                f"set the task's img_size to {n}"
+            )
+        if self.summary_names:
+            _shell_index(n, self.hparams.n_summary_bins, self.hparams.summary_binning, "cpu")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lss_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.run_config = checkpoint.get("lss_config")
+
+    # -- forward in physical units --------------------------------------------------------------
+    def network_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Physical-unit crops -> (normalised crops [+ Fourier channels], summaries or None)."""
+        x = self.input_norm(x)
+        summaries = None
+        if self.summary_names:  # only "power_spectrum" so far
+            power = binned_power_spectrum(
+                x[:, self.summary_channels], self.hparams.n_summary_bins, self.hparams.summary_binning
+            )
+            summaries = torch.log(power.clamp(min=1e-30))
+        if self.hparams.fourier_channel:
+            x = torch.cat([x, fourier_power_channels(x).to(x.dtype)], dim=1)
+        return x, summaries
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw network output for a physical-unit input batch: (B, P) or, for the moment loss, (B, 2P)."""
+        x, summaries = self.network_inputs(x)
+        return self.net(x) if summaries is None else self.net(x, summaries)
+
+    def decode_output(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw output -> (mean, std or None) in physical units."""
+        if self.moment_loss is None:
+            return self.target_scaler.inverse(out.float()), None
+        mean, std = self.moment_loss.split(out)
+        return self.target_scaler.inverse(mean), self.target_scaler.inverse_std(std)
+
+    @torch.no_grad()
+    def predict_parameters(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, C, n, n, n) physical-unit crops -> posterior mean (B, P) and std (B, P) or None (mse),
+        in the parameters' physical units."""
+        return self.decode_output(self(x))
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        target = batch["target"]
+        if target.ndim != 2 or target.shape[1] != len(self.parameter_names):
+            raise ValueError(
+                f"targets must be shaped (B, {len(self.parameter_names)}) for {self.parameter_names}, "
+                f"got {tuple(target.shape)}"
+            )
+        out = self(batch["input"]).float()
+        u = self.target_scaler(target)
+        loss = mse_loss(out, u) if self.moment_loss is None else self.moment_loss(out, u)
+        return loss, out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._step(batch)
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["input"])
+        )
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, out = self._step(batch)
+        self.log(
+            "val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["input"])
+        )
+        mean, std = self.decode_output(out)
+        self.val_errors.update(mean, batch["target"], std)
+
+    def on_validation_epoch_end(self) -> None:
+        if not bool(self.val_errors.update_called):
+            return
+        errors = self.val_errors.compute()
+        metrics = ("rmse", "rel_err", "std") if self.moment_loss is not None else ("rmse", "rel_err")
+        for i, name in enumerate(self.parameter_names):
+            for metric in metrics:
+                self.log(f"val/{metric}_{name}", errors[metric][i].float())
+        self.val_errors.reset()
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.hparams.scheduler_interval,
+                "monitor": "val/loss",
+            },
+        }

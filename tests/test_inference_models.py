@@ -1,0 +1,165 @@
+"""Field-to-vector backbones: ViT3D and CNN3D shapes, presets, size errors, summaries, bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lss_lightning.models.cnn import CNN3D, cnn3d_preset_config, create_cnn3d, list_cnn3ds
+from lss_lightning.models.vit import ViT3D, create_vit3d, list_vit3ds, vit3d_preset_config
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def tiny_vit(**overrides) -> ViT3D:
+    kwargs = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4, num_outputs=3)
+    torch.manual_seed(0)
+    return ViT3D(**{**kwargs, **overrides})
+
+
+def tiny_cnn(**overrides) -> CNN3D:
+    kwargs = dict(channels=(4, 8), kernels=3, strides=2, paddings=1, pool_size=1, hidden=(16,), num_outputs=3)
+    torch.manual_seed(0)
+    return CNN3D(**{**kwargs, **overrides})
+
+
+# -- ViT3D ------------------------------------------------------------------------------------------
+def test_vit_presets_are_registered_and_build_at_small_size():
+    assert list_vit3ds() == ["vit3d_hwang_sabiu", "vit3d_small", "vit3d_tiny"]
+    for name in list_vit3ds():
+        assert vit3d_preset_config(name)["img_size"] == 64
+    for name in ("vit3d_tiny", "vit3d_small"):  # the 22M-parameter preset is built in its own test
+        model = create_vit3d(name, img_size=16, in_channels=2, num_outputs=5).eval()
+        assert model.num_patches == 8  # (16 / 8)^3
+        assert model(torch.randn(2, 2, 16, 16, 16)).shape == (2, 5)
+    with pytest.raises(KeyError, match="vit3d_small"):
+        create_vit3d("small")
+
+
+def test_vit_tiny_preset_at_its_own_size():
+    model = create_vit3d("vit3d_tiny", num_outputs=4).eval()
+    assert model.num_patches == 512
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 64, 64, 64)).shape == (1, 4)
+
+
+def test_hwang_sabiu_preset_has_about_the_talks_parameter_count():
+    model = create_vit3d("vit3d_hwang_sabiu")  # 64^3, 1 channel, 3 outputs (Omega_m, w_0, n_s)
+    assert abs(n_params(model) / 22_356_483 - 1) < 0.10
+    assert n_params(model) == 22_595_075  # the number its docstring quotes
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(global_pool="avg"),
+        dict(in_channels=3, patch_size=2),
+        dict(img_size=12, patch_size=3, num_heads=2),
+        dict(img_size=7, patch_size=7),  # a single patch
+        dict(drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.2),
+    ],
+)
+def test_vit_odd_configurations(overrides):
+    model = tiny_vit(**overrides).train()
+    n, c = model.img_size, model.in_channels
+    out = model(torch.randn(3, c, n, n, n))
+    assert out.shape == (3, 3)
+    out.sum().backward()
+    assert model.pos_embed.grad is not None
+    assert (model.cls_token is None) == (model.global_pool == "avg")
+
+
+def test_vit_patch_size_error_names_working_sizes():
+    with pytest.raises(ValueError) as err:
+        ViT3D(img_size=60, patch_size=8)
+    message = str(err.value)
+    assert "60" in message and "56 or 64" in message  # crops that work with patch 8
+    assert "[1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60]" in message  # patch sizes that work for 60
+
+
+def test_vit_rejects_other_cube_sizes():
+    with pytest.raises(ValueError, match="img_size=24"):
+        tiny_vit()(torch.randn(1, 1, 24, 24, 24))
+    with pytest.raises(ValueError, match=r"\(B, 1, n, n, n\)"):
+        tiny_vit()(torch.randn(1, 2, 16, 16, 16))
+
+
+# -- CNN3D ------------------------------------------------------------------------------------------
+def test_min2024_sizes_are_those_of_the_slide():
+    model = create_cnn3d("cnn3d_min2024", num_outputs=7).eval()
+    assert model.feature_sizes(60) == [30, 15, 6, 2]
+    shapes = []
+    for conv in (m for m in model.modules() if isinstance(m, nn.Conv3d)):
+        conv.register_forward_hook(lambda mod, inp, out: shapes.append(tuple(out.shape[1:])))
+    linear_widths = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, 60, 60, 60))
+    assert shapes == [(32, 30, 30, 30), (64, 15, 15, 15), (64, 6, 6, 6), (128, 2, 2, 2)]
+    assert linear_widths == [128, 64, 7]
+    assert out.shape == (2, 7)
+    assert model.head[0].in_features == 128 * 2**3  # the pool is the identity at 60^3
+
+
+def test_min2024_kernels_drop_no_cell():
+    cfg = cnn3d_preset_config("cnn3d_min2024")
+    n = 60
+    for k, s in zip(cfg["kernels"], cfg["strides"], strict=True):
+        assert (n - k) % s == 0
+        n = (n - k) // s + 1
+
+
+def test_cnn_accepts_other_sizes_and_says_the_minimum():
+    model = create_cnn3d("cnn3d_min2024").eval()
+    assert model.min_input_size() == 44
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 44, 44, 44)).shape == (1, 7)
+        assert model(torch.randn(1, 1, 70, 70, 70)).shape == (1, 7)
+    with pytest.raises(ValueError, match="at least 44 cells"):
+        model(torch.randn(1, 1, 40, 40, 40))
+    generic = create_cnn3d("cnn3d", num_outputs=2, img_size=17).eval()  # img_size is ignored by CNNs
+    assert generic.min_input_size() == 1
+    with torch.no_grad():
+        for n in (5, 17, 33):
+            assert generic(torch.randn(1, 1, n, n, n)).shape == (1, 2)
+    assert list_cnn3ds() == ["cnn3d", "cnn3d_min2024"]
+
+
+def test_cnn_configuration_errors():
+    with pytest.raises(ValueError, match="one entry per convolution"):
+        CNN3D(channels=(4, 8), kernels=(3, 3, 3))
+    with pytest.raises(ValueError, match="norm"):
+        CNN3D(norm="group")
+
+
+# -- both -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [tiny_vit, tiny_cnn], ids=["vit", "cnn"])
+def test_summaries_are_concatenated_before_the_head(make):
+    model = make(num_summaries=5).eval()
+    x, s = torch.randn(2, 1, 16, 16, 16), torch.randn(2, 5)
+    with torch.no_grad():
+        out = model(x, s)
+        assert out.shape == (2, 3)
+        assert not torch.allclose(out, model(x, s + 1.0))
+    head = model.head if isinstance(model, ViT3D) else model.head[0]
+    assert head.in_features == (32 if isinstance(model, ViT3D) else 8) + 5
+    with pytest.raises(ValueError, match="no summaries were given"):
+        model(x)
+    with pytest.raises(ValueError, match=r"shaped \(2, 5\)"):
+        model(x, torch.randn(2, 4))
+    with pytest.raises(ValueError, match="num_summaries=0"):
+        make()(x, s)
+
+
+@pytest.mark.parametrize("make", [tiny_vit, tiny_cnn], ids=["vit", "cnn"])
+def test_bf16_autocast_forward_and_backward_on_cpu(make):
+    model = make(num_summaries=2).train()
+    x, s = torch.randn(4, 1, 16, 16, 16), torch.randn(4, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, s)
+    assert out.dtype == torch.bfloat16 and out.shape == (4, 3)
+    out.float().square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
