@@ -51,6 +51,11 @@ class FieldLayout:
             )
 
 
+def as_layouts(layouts: Sequence[FieldLayout | Mapping]) -> list[FieldLayout]:
+    """FieldLayouts from layouts or their dicts (as stored in checkpoints' hyper-parameters)."""
+    return [f if isinstance(f, FieldLayout) else FieldLayout(**f) for f in layouts]
+
+
 def field_statistics(chunks, layout: FieldLayout) -> tuple[float, float]:
     """(shift, scale) of a field from an iterable of (C, ...) numpy chunks of it (float64 sums)."""
     total = total_sq = count = 0.0

@@ -15,13 +15,14 @@ Presets: ``create_cnn3d("cnn3d_min2024")``, ``cnn3d_min2024(...)``, ``list_cnn3d
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from lss_lightning.models.registry import PresetRegistry
 from lss_lightning.models.vit import with_summaries
 
 
@@ -135,37 +136,11 @@ class CNN3D(nn.Module):
 # Presets
 # ----------------------------------------------------------------------------------------------------
 
-_PRESET_CONFIGS: dict[str, dict[str, Any]] = {}
-_PRESETS: dict[str, Callable[..., CNN3D]] = {}
-
-
-def register_cnn3d(config: dict[str, Any]) -> Callable[[Callable[..., CNN3D]], Callable[..., CNN3D]]:
-    """Register a preset function under its own name with its default CNN3D keyword arguments."""
-
-    def decorate(fn: Callable[..., CNN3D]) -> Callable[..., CNN3D]:
-        _PRESET_CONFIGS[fn.__name__] = config
-        _PRESETS[fn.__name__] = fn
-        return fn
-
-    return decorate
-
-
-def list_cnn3ds() -> list[str]:
-    return sorted(_PRESETS)
-
-
-def cnn3d_preset_config(name: str) -> dict[str, Any]:
-    """A copy of the keyword arguments a preset passes to CNN3D."""
-    if name not in _PRESET_CONFIGS:
-        raise KeyError(f"unknown CNN3D preset {name!r}; known: {list_cnn3ds()}")
-    return copy.deepcopy(_PRESET_CONFIGS[name])
-
-
-def create_cnn3d(name: str, **overrides: Any) -> CNN3D:
-    """Build a preset, e.g. ``create_cnn3d("cnn3d_min2024", in_channels=2, num_outputs=7)``."""
-    if name not in _PRESETS:
-        raise KeyError(f"unknown CNN3D preset {name!r}; known: {list_cnn3ds()}")
-    return _PRESETS[name](**overrides)
+PRESETS: PresetRegistry[CNN3D] = PresetRegistry("CNN3D")
+register_cnn3d = functools.partial(PRESETS.register, prefix="")
+list_cnn3ds = PRESETS.names
+cnn3d_preset_config = PRESETS.config
+create_cnn3d = PRESETS.create  # e.g. create_cnn3d("cnn3d_min2024", in_channels=2, num_outputs=7)
 
 
 def _build(name: str, overrides: dict[str, Any]) -> CNN3D:

@@ -33,14 +33,15 @@ Presets (timm style): ``create_unet("wu2021", width=16)``, ``unet_wu2021(...)``,
 
 from __future__ import annotations
 
-import copy
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from lss_lightning.models.registry import PresetRegistry
 
 STRIDE = 2  # every downsampling halves the grid, every upsampling doubles it
 
@@ -496,38 +497,11 @@ class UNet3D(nn.Module):
 # Presets
 # ----------------------------------------------------------------------------------------------------
 
-_PRESET_CONFIGS: dict[str, dict[str, Any]] = {}
-_PRESETS: dict[str, Callable[..., UNet3D]] = {}
-
-
-def register_unet(config: dict[str, Any]) -> Callable[[Callable[..., UNet3D]], Callable[..., UNet3D]]:
-    """Register ``unet_<name>`` under ``<name>`` with its default config (used by ``create_unet``)."""
-
-    def decorate(fn: Callable[..., UNet3D]) -> Callable[..., UNet3D]:
-        name = fn.__name__.removeprefix("unet_")
-        _PRESET_CONFIGS[name] = config
-        _PRESETS[name] = fn
-        return fn
-
-    return decorate
-
-
-def list_unets() -> list[str]:
-    return sorted(_PRESETS)
-
-
-def preset_config(name: str) -> dict[str, Any]:
-    """A copy of the keyword arguments a preset passes to UNet3D."""
-    if name not in _PRESET_CONFIGS:
-        raise KeyError(f"unknown U-net preset {name!r}; known: {list_unets()}")
-    return copy.deepcopy(_PRESET_CONFIGS[name])
-
-
-def create_unet(name: str, **overrides: Any) -> UNet3D:
-    """Build a preset, e.g. ``create_unet("wu2021", in_channels=2, width=16)``."""
-    if name not in _PRESETS:
-        raise KeyError(f"unknown U-net preset {name!r}; known: {list_unets()}")
-    return _PRESETS[name](**overrides)
+PRESETS: PresetRegistry[UNet3D] = PresetRegistry("U-net")
+register_unet = functools.partial(PRESETS.register, prefix="unet_")
+list_unets = PRESETS.names
+preset_config = PRESETS.config
+create_unet = PRESETS.create  # e.g. create_unet("wu2021", in_channels=2, width=16)
 
 
 WU2021 = {

@@ -15,15 +15,15 @@ Presets (timm style): ``create_vit3d("vit3d_small", in_channels=2)``, ``vit3d_sm
 
 from __future__ import annotations
 
-import copy
 import functools
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
+
+from lss_lightning.models.registry import PresetRegistry
 
 GLOBAL_POOLS = ("token", "avg")
 
@@ -193,37 +193,11 @@ def with_summaries(features: torch.Tensor, summaries: torch.Tensor | None, expec
 # Presets
 # ----------------------------------------------------------------------------------------------------
 
-_PRESET_CONFIGS: dict[str, dict[str, Any]] = {}
-_PRESETS: dict[str, Callable[..., ViT3D]] = {}
-
-
-def register_vit3d(config: dict[str, Any]) -> Callable[[Callable[..., ViT3D]], Callable[..., ViT3D]]:
-    """Register a preset function under its own name with its default ViT3D keyword arguments."""
-
-    def decorate(fn: Callable[..., ViT3D]) -> Callable[..., ViT3D]:
-        _PRESET_CONFIGS[fn.__name__] = config
-        _PRESETS[fn.__name__] = fn
-        return fn
-
-    return decorate
-
-
-def list_vit3ds() -> list[str]:
-    return sorted(_PRESETS)
-
-
-def vit3d_preset_config(name: str) -> dict[str, Any]:
-    """A copy of the keyword arguments a preset passes to ViT3D."""
-    if name not in _PRESET_CONFIGS:
-        raise KeyError(f"unknown ViT3D preset {name!r}; known: {list_vit3ds()}")
-    return copy.deepcopy(_PRESET_CONFIGS[name])
-
-
-def create_vit3d(name: str, **overrides: Any) -> ViT3D:
-    """Build a preset, e.g. ``create_vit3d("vit3d_small", in_channels=2, num_outputs=10, img_size=32)``."""
-    if name not in _PRESETS:
-        raise KeyError(f"unknown ViT3D preset {name!r}; known: {list_vit3ds()}")
-    return _PRESETS[name](**overrides)
+PRESETS: PresetRegistry[ViT3D] = PresetRegistry("ViT3D")
+register_vit3d = functools.partial(PRESETS.register, prefix="")
+list_vit3ds = PRESETS.names
+vit3d_preset_config = PRESETS.config
+create_vit3d = PRESETS.create  # e.g. create_vit3d("vit3d_small", in_channels=2, num_outputs=10, img_size=32)
 
 
 def _build(name: str, overrides: dict[str, Any]) -> ViT3D:

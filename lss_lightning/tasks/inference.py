@@ -36,14 +36,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch import nn
 from torchmetrics import Metric
 
-from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout
+from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout, as_layouts
 from lss_lightning.fields.mesh import mode_indices, rfft_mode_weights
+from lss_lightning.tasks.base import TaskModule
 from lss_lightning.tasks.losses import MomentNetworkLoss, mse_loss
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class ParameterErrors(Metric):
 # ----------------------------------------------------------------------------------------------------
 
 
-class ParameterInference(L.LightningModule):
+class ParameterInference(TaskModule):
     """net: a partial taking (in_channels, num_outputs[, img_size][, num_summaries]) -> nn.Module whose
     forward is net(x) or net(x, summaries); input_layouts: the data module's channel layouts;
     parameter_names: target order; parameter_ranges: name -> [lo, hi] prior box (None: training-split
@@ -246,7 +246,7 @@ class ParameterInference(L.LightningModule):
         summary_binning: str = "log",
         compile: bool = False,
     ):
-        super().__init__()
+        super().__init__(optimizer, scheduler, scheduler_interval)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         unknown = sorted(set(summaries) - set(SUMMARIES))
@@ -254,7 +254,7 @@ class ParameterInference(L.LightningModule):
             raise ValueError(f"unknown summaries {unknown}; known: {list(SUMMARIES)}")
         if summary_binning not in BINNINGS:
             raise ValueError(f"summary_binning must be one of {BINNINGS}, got {summary_binning!r}")
-        self.input_layouts = [f if isinstance(f, FieldLayout) else FieldLayout(**f) for f in input_layouts]
+        self.input_layouts = as_layouts(input_layouts)
         self.parameter_names = [str(p) for p in parameter_names]
         if not self.parameter_names or len(set(self.parameter_names)) != len(self.parameter_names):
             raise ValueError(f"parameter_names must be distinct and non-empty, got {self.parameter_names}")
@@ -285,8 +285,6 @@ class ParameterInference(L.LightningModule):
         if self.num_summaries:
             net_kwargs["num_summaries"] = self.num_summaries
         self.net = net(**net_kwargs)
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.run_config: dict | None = None  # the composed Hydra config, saved into checkpoints by run.train
         self.val_errors = ParameterErrors(len(self.parameter_names))
         if compile:
             self.net = torch.compile(self.net)
@@ -342,12 +340,6 @@ class ParameterInference(L.LightningModule):
             )
         if self.summary_names:
             _shell_index(n, self.hparams.n_summary_bins, self.hparams.summary_binning, "cpu")
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["lss_config"] = self.run_config
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.run_config = checkpoint.get("lss_config")
 
     # -- forward in physical units --------------------------------------------------------------
     def network_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -418,18 +410,3 @@ class ParameterInference(L.LightningModule):
             for metric in metrics:
                 self.log(f"val/{metric}_{name}", errors[metric][i].float())
         self.val_errors.reset()
-
-    # -- optimisation ---------------------------------------------------------------------------
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "interval": self.hparams.scheduler_interval,
-                "monitor": "val/loss",
-            },
-        }

@@ -13,18 +13,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 
-from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout
+from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout, as_layouts
 from lss_lightning.evaluate.metrics import CropCorrelation
+from lss_lightning.tasks.base import TaskModule
 from lss_lightning.tasks.losses import ENCODED_CHANNELS, make_loss
 
 log = logging.getLogger(__name__)
 
 
-class VelocityReconstruction(L.LightningModule):
+class VelocityReconstruction(TaskModule):
     """net: a partial taking (in_channels, out_channels) -> nn.Module with valid convolutions;
     optimizer / scheduler: partials (Hydra ``_partial_: true``) taking params / optimizer;
     input_layouts / target_layouts: the data module's channel layouts; metric_k: k (h/Mpc) at which the
@@ -44,8 +44,8 @@ class VelocityReconstruction(L.LightningModule):
         metric_k: Sequence[float] = (0.1, 0.3, 0.5, 1.0),
         compile: bool = False,
     ):
-        super().__init__()
-        self.input_layouts, self.target_layouts = _layouts(input_layouts), _layouts(target_layouts)
+        super().__init__(optimizer, scheduler, scheduler_interval)
+        self.input_layouts, self.target_layouts = as_layouts(input_layouts), as_layouts(target_layouts)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "input_layouts", "target_layouts"])
         # plain dicts in the checkpoint, so a model can be rebuilt without its training store
         self.hparams["input_layouts"] = [asdict(f) for f in self.input_layouts]
@@ -61,8 +61,6 @@ class VelocityReconstruction(L.LightningModule):
         self.net = net(in_channels=sum(f.channels for f in self.input_layouts), out_channels=out_channels)
         self.input_norm = ChannelNormaliser(self.input_layouts)
         self.target_norm = ChannelNormaliser(self.target_layouts)
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.run_config: dict | None = None  # the composed Hydra config, saved into checkpoints by run.train
         self.val_spectra: CropCorrelation | None = None
         if compile:
             self.net = torch.compile(self.net)
@@ -77,12 +75,6 @@ class VelocityReconstruction(L.LightningModule):
             self.target_norm.set_statistics(dm.statistics)
         cell = dm.store.box_size / dm.store.grid
         self.val_spectra = CropCorrelation(geometry.crop, cell, self.hparams.metric_k)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["lss_config"] = self.run_config
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.run_config = checkpoint.get("lss_config")
 
     # -- forward in physical units --------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,22 +123,3 @@ class VelocityReconstruction(L.LightningModule):
         for name, value in self.val_spectra.compute().items():
             self.log(f"val/{name}", value.float(), prog_bar=name.startswith("r_"))
         self.val_spectra.reset()
-
-    # -- optimisation ---------------------------------------------------------------------------
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "interval": self.hparams.scheduler_interval,
-                "monitor": "val/loss",
-            },
-        }
-
-
-def _layouts(layouts: Sequence[FieldLayout | Mapping]) -> list[FieldLayout]:
-    return [f if isinstance(f, FieldLayout) else FieldLayout(**f) for f in layouts]

@@ -1,0 +1,48 @@
+"""What every task module shares: optimiser and scheduler built from Hydra partials, and the composed
+run configuration carried inside each checkpoint (so eval.py can rebuild data and model from it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class TaskModule(L.LightningModule):
+    """Subclasses call ``super().__init__(optimizer, scheduler, scheduler_interval)`` and set
+    ``target_kind`` ("fields" or "parameters": what the data module must provide as targets)."""
+
+    target_kind = "fields"
+
+    def __init__(
+        self,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "epoch",
+    ):
+        super().__init__()
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval = scheduler_interval
+        self.run_config: dict | None = None  # the composed Hydra config, set by run.train
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lss_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.run_config = checkpoint.get("lss_config")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.scheduler_interval,
+                "monitor": "val/loss",
+            },
+        }
