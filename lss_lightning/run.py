@@ -54,7 +54,7 @@ def build_data(cfg: DictConfig):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"rank {_global_rank()} waited for rank 0 to build {dm.store_root}")
             time.sleep(5)
-    dm._open()
+    dm.open_store()
     return dm
 
 
@@ -165,7 +165,7 @@ def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
 def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dict[str, float]:
     """Task-specific evaluation on the test split; writes metrics.json, plots (and predictions)."""
     settings = cfg.get("evaluation", {}) or {}
-    store = dm._open()
+    store = dm.open_store()
     sims = dm.splits["test"] or dm.splits["val"]
     model = model.to(resolve_device(settings.get("device", "auto")))
     common = {

@@ -52,6 +52,14 @@ def tile_corners(n: int, crop: int) -> list[tuple[int, int, int]]:
     return list(itertools.product(starts, starts, starts))
 
 
+def tile_batches(inputs: np.ndarray, crop: int, pad: int, batch_size: int):
+    """Yield (corners, (B, C, crop + 2 pad, ...) input crops) over the tiles of a periodic box."""
+    corners = tile_corners(inputs.shape[-1], crop)
+    for start in range(0, len(corners), batch_size):
+        chunk = corners[start : start + batch_size]
+        yield chunk, np.stack([read_periodic(inputs, np.asarray(c) - pad, crop + 2 * pad) for c in chunk])
+
+
 def stitch(tiles: Sequence[np.ndarray], corners: Sequence[Sequence[int]], n: int) -> np.ndarray:
     """Assemble (C, c, c, c) tiles at ``corners`` into a periodic (C, N, N, N) box, averaging overlaps."""
     channels, crop = tiles[0].shape[0], tiles[0].shape[-1]

@@ -265,18 +265,20 @@ class FieldCropDataModule(L.LightningDataModule):
         except StoreError:
             return False
 
-    def _open(self) -> FieldStore:
+    def open_store(self) -> FieldStore:
+        """The validated store (opened once), with the train/val/test split loaded or made."""
         if self.store is None:
-            self.store = FieldStore(self.store_root)
-            self.store.require_fields(self.input_names + self.target_field_names)
-            missing = self.store.missing()
+            store = FieldStore(self.store_root)
+            store.require_fields(self.input_names + self.target_field_names)
+            missing = store.missing()
             if missing:
                 raise StoreError(
                     f"{self.store_root}: simulations {missing[:5]} are missing or damaged; "
                     "rerun the generator/converter for this store, which writes only what is missing"
                 )
             fractions = {k: v for k, v in self.split_cfg.items() if k != "seed"}
-            self.splits = load_or_make_splits(self.store, fractions, int(self.split_cfg.get("seed", 0)))
+            self.splits = load_or_make_splits(store, fractions, int(self.split_cfg.get("seed", 0)))
+            self.store = store
         return self.store
 
     @property
@@ -294,7 +296,7 @@ class FieldCropDataModule(L.LightningDataModule):
 
     @property
     def target_kind(self) -> str:
-        """ "fields" (crops of target fields) or "parameters" (one vector per simulation)."""
+        """Either "fields" (crops of target fields) or "parameters" (one vector per simulation)."""
         return "parameters" if self.parameter_names else "fields"
 
     @property
@@ -303,12 +305,12 @@ class FieldCropDataModule(L.LightningDataModule):
 
     def parameter_table(self, sim_ids: Sequence[str]) -> np.ndarray:
         """(n_sims, n_params) parameter targets of ``sim_ids`` from the manifest."""
-        store = self._open()
+        store = self.open_store()
         table = [[store.cosmology(s).to_dict()[p] for p in self.parameter_names] for s in sim_ids]
         return np.asarray(table, dtype=np.float64).reshape(len(sim_ids), len(self.parameter_names))
 
     def layouts(self, names: Sequence[str]) -> list[FieldLayout]:
-        store = self._open()
+        store = self.open_store()
         return [
             FieldLayout(n, store.fields[n].kind, store.fields[n].channels, self.transforms.get(n, "none"))
             for n in names
@@ -323,23 +325,15 @@ class FieldCropDataModule(L.LightningDataModule):
         return self.layouts(self.target_field_names)
 
     @property
-    def in_channels(self) -> int:
-        return sum(f.channels for f in self.input_layouts)
-
-    @property
-    def out_channels(self) -> int:
-        return sum(f.channels for f in self.target_layouts)
-
-    @property
     def redshift_space(self) -> bool:
-        store = self._open()
+        store = self.open_store()
         return any(store.fields[n].space == "redshift" for n in self.input_names + self.target_field_names)
 
     def symmetries(self):
-        return cube_symmetries(self._open().los_axis if self.redshift_space else None)
+        return cube_symmetries(self.open_store().los_axis if self.redshift_space else None)
 
     def setup(self, stage: str | None = None) -> None:
-        store = self._open()
+        store = self.open_store()
         crops = self.train_crops_per_sim or len(tile_corners(store.grid, self.geometry.crop))
         common = {
             "inputs": self.input_layouts,
@@ -386,7 +380,7 @@ class FieldCropDataModule(L.LightningDataModule):
 
     def compute_statistics(self) -> dict[str, tuple[float, float]]:
         """(shift, scale) per input and target field from up to ``stats_sims`` training simulations."""
-        store = self._open()
+        store = self.open_store()
         sims = self.splits["train"][: self.stats_sims]
         stats = {}
         for lay in self.input_layouts + self.target_layouts:

@@ -15,22 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lss_lightning.data.crops import read_periodic, tile_corners
+from lss_lightning.data.crops import tile_batches, tile_corners
 from lss_lightning.data.store import FieldStore
 
 
 @torch.no_grad()
 def predict_simulation(model, inputs: np.ndarray, crop: int, pad: int, batch_size: int = 8):
     """Per-sub-volume estimates (n_tiles, n_params) of mean and std (std None without a moment network)."""
-    corners = tile_corners(inputs.shape[-1], crop)
     device = next(model.parameters()).device
     means, stds = [], []
-    for start in range(0, len(corners), batch_size):
-        batch = [
-            read_periodic(inputs, np.asarray(c) - pad, crop + 2 * pad)
-            for c in corners[start : start + batch_size]
-        ]
-        mean, std = model.predict_parameters(torch.from_numpy(np.stack(batch)).to(device))
+    for _, batch in tile_batches(inputs, crop, pad, batch_size):
+        mean, std = model.predict_parameters(torch.from_numpy(batch).to(device))
         means.append(mean.float().cpu().numpy())
         if std is not None:
             stds.append(std.float().cpu().numpy())

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lss_lightning.data.crops import read_periodic, stitch, tile_corners
+from lss_lightning.data.crops import stitch, tile_batches
 from lss_lightning.data.store import FieldStore, build_manifest, fill_store
 from lss_lightning.fields.spectra import CrossStatistics, cross_statistics
 from lss_lightning.fields.velocity import curl, divergence, linear_velocity
@@ -32,18 +32,12 @@ REPORT_K = (0.1, 0.3, 0.5, 1.0)  # h/Mpc at which metrics.json tabulates T and r
 @torch.no_grad()
 def predict_box(model, inputs: np.ndarray, crop: int, pad: int, batch_size: int = 8) -> np.ndarray:
     """Predict a whole periodic box (C_out, N, N, N) from its inputs (C_in, N, N, N) by tiling."""
-    n = inputs.shape[-1]
-    corners = tile_corners(n, crop)
     device = next(model.parameters()).device
-    tiles = []
-    for start in range(0, len(corners), batch_size):
-        batch = [
-            read_periodic(inputs, np.asarray(c) - pad, crop + 2 * pad)
-            for c in corners[start : start + batch_size]
-        ]
-        x = torch.from_numpy(np.stack(batch)).to(device)
-        tiles.extend(model.predict_physical(x).float().cpu().numpy())
-    return stitch(tiles, corners, n)
+    corners, tiles = [], []
+    for chunk, batch in tile_batches(inputs, crop, pad, batch_size):
+        corners += chunk
+        tiles.extend(model.predict_physical(torch.from_numpy(batch).to(device)).float().cpu().numpy())
+    return stitch(tiles, corners, inputs.shape[-1])
 
 
 def derived_quantities(
