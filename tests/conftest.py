@@ -28,7 +28,15 @@ def tiny_store(tmp_path_factory):
         grid=16,
         box_size=64.0,
         power="eh",
-        fields=["density", "velocity", "momentum", "density_rsd", "velocity_rsd", "velocity_linear"],
+        fields=[
+            "density",
+            "velocity",
+            "momentum",
+            "density_rsd",
+            "velocity_rsd",
+            "velocity_linear",
+            "velocity_linear_rsd",
+        ],
         device="cpu",
     )
     return generate_store(cfg, progress=False)

@@ -410,3 +410,32 @@ def test_hydra_config_composes_into_a_conversion(lh_tree, tmp_path):
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["source"] == "quijote/latin_hypercube" and manifest["redshift"] == REDSHIFT
     assert manifest["generator"]["mass_bins"] == [[1e13, 1e14], [1e14, None]]
+
+
+def test_train_vit3d_on_a_converted_quijote_store(lh_tree, tmp_path):
+    """The README's `python train.py model=vit3d data=quijote` path, on CPU, on files in Quijote's layout."""
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.run import train
+
+    root, _ = lh_tree
+    store = convert_store(config(root, tmp_path / "store", fields=["density", "density_rsd"]), progress=False)
+    overrides = [
+        "model=vit3d",
+        "data=quijote",
+        f"data.store={store.root}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        "data.crop=8",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "data.split={train: 0.34, val: 0.33, test: 0.33, seed: 0}",
+        "model.net.name=vit3d_tiny",
+        "+model.net.patch_size=4",
+        "model.parameter_ranges={Omega_m: [0.1, 0.5], Omega_b: [0.03, 0.07], h: [0.5, 0.9], n_s: [0.8, 1.2], sigma_8: [0.6, 1.0]}",
+        "debug=fast_dev_run",
+        "~callbacks.progress_bar",
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        metrics = train(compose(config_name="train", overrides=overrides))
+    assert {"test/Omega_m/rmse", "test/sigma_8/relative_error"} <= set(metrics)

@@ -365,11 +365,6 @@ class FieldCropDataModule(L.LightningDataModule):
         stats = {}
         for j, name in enumerate(self.parameter_names):
             col = table[:, j]
-            if np.ptp(col) == 0:
-                raise ValueError(
-                    f"{name} = {col[0]:g} in every training simulation of {self.store_root}: there is nothing to "
-                    "infer; use a store with varying cosmologies (e.g. data=mocks_lh, a latin-hypercube design)"
-                )
             stats[name] = {
                 "min": float(col.min()),
                 "max": float(col.max()),

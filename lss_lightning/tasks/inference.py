@@ -322,6 +322,13 @@ class ParameterInference(TaskModule):
                     "parameter_ranges is None and the data module offers no parameter_statistics "
                     "(parameter -> {min, max} over the training split): give one of them"
                 )
+            constant = [n for n in self.parameter_names if ranges[n]["max"] <= ranges[n]["min"]]
+            if constant:
+                raise ValueError(
+                    f"{constant} take one value in every training simulation of {dm.store_root}: there is nothing "
+                    "to infer; use a store with varying cosmologies (e.g. data=mocks_lh, a latin-hypercube design) "
+                    "or give model.parameter_ranges"
+                )
             self.hparams["parameter_ranges"] = self.target_scaler.set_ranges(ranges)
             log.info(
                 "parameters mapped to [0, 1] with training-split ranges %s", self.hparams.parameter_ranges
