@@ -111,6 +111,28 @@ def bin_power(power_k: torch.Tensor, n: int, box_size: float, k_edges: np.ndarra
     return Spectrum(k=kmean, power=np.where(modes > 0, power, np.nan), modes=modes)
 
 
+def shell_modes(n: int, edges_m: np.ndarray) -> np.ndarray:
+    """Full-FFT modes per shell for shells given in units of the fundamental mode (|m| = |k| / k_F)."""
+    return _shells(n, 2.0 * np.pi, tuple(np.asarray(edges_m, dtype=float).tolist()), "cpu")[4]
+
+
+def batch_power_spectrum(x: torch.Tensor, edges_m: np.ndarray) -> torch.Tensor:
+    """Shell means of sum_c |rfftn(x_c)|^2 / n^3 for each item of a (B, C, n, n, n) batch -> (B, n_bins).
+
+    Grid units (unit-variance white noise gives 1; multiply by dx^3 for (Mpc/h)^3); shells in units of
+    the fundamental mode, k = 0 excluded. Differentiable, float32 on x's device, for spectra inside models.
+    """
+    n = x.shape[-1]
+    edges = tuple(np.asarray(edges_m, dtype=float).tolist())
+    m2, weight, shell, _, modes = _shells(n, 2.0 * np.pi, edges, str(x.device))  # box 2 pi: k_F = 1
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        f = torch.fft.rfftn(x.float(), dim=(-3, -2, -1))
+        power = (f.real.square() + f.imag.square()).sum(dim=1).reshape(len(x), -1) / n**3
+        per_value = torch.zeros(len(x), len(shell), device=x.device).index_add_(1, m2, power * weight)
+        sums = torch.zeros(len(x), len(modes) + 1, device=x.device).index_add_(1, shell, per_value)
+        return sums[:, : len(modes)] / torch.as_tensor(modes, dtype=torch.float32, device=x.device)
+
+
 def cross_power_per_mode(a_k: torch.Tensor, b_k: torch.Tensor) -> torch.Tensor:
     """Re sum_c a_c b_c^* per Fourier cell (the auto power when a_k is b_k)."""
     return (a_k.real * b_k.real + a_k.imag * b_k.imag).sum(0)

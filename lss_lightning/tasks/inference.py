@@ -30,7 +30,6 @@ Optional extra inputs (Min et al.: "configuration space + Fourier space", and da
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -42,7 +41,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout, as_layouts
-from lss_lightning.fields.mesh import mode_indices, rfft_mode_weights
+from lss_lightning.fields.spectra import batch_power_spectrum, shell_modes
 from lss_lightning.tasks.base import TaskModule
 from lss_lightning.tasks.losses import MomentNetworkLoss, mse_loss
 
@@ -89,33 +88,19 @@ def summary_bin_edges(n: int, n_bins: int, binning: str = "log") -> np.ndarray:
     return edges
 
 
-@functools.lru_cache(maxsize=16)
-def _shell_index(
-    n: int, n_bins: int, binning: str, device: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per rfft cell: shell index (n_bins for excluded cells) and mode weight; and modes per shell."""
-    mx, my, mz = mode_indices(n, device)
-    m = (mx * mx + my * my + mz * mz).double().sqrt().expand(n, n, n // 2 + 1).reshape(-1)
-    edges = torch.as_tensor(summary_bin_edges(n, n_bins, binning), device=device, dtype=torch.float64)
-    shell = torch.bucketize(m, edges, right=True) - 1
-    shell = torch.where((shell < 0) | (shell >= n_bins) | (m == 0), n_bins, shell)
-    weight = rfft_mode_weights(n, device=device).expand(n, n, n // 2 + 1).reshape(-1).contiguous()
-    modes = torch.zeros(n_bins + 1, device=device).index_add_(0, shell, weight)[:n_bins]
-    if (modes == 0).any():
-        feasible = max((b for b in range(1, n_bins) if _all_shells_filled(n, b, binning)), default=0)
-        raise ValueError(
-            f"{n_bins} {binning} P(k) shells leave shells {torch.nonzero(modes == 0).flatten().tolist()} empty "
-            f"for a {n}^3 crop; use fewer shells (e.g. n_summary_bins={feasible}) or linear binning"
+def _check_shells(n: int, n_bins: int, binning: str) -> np.ndarray:
+    """The shell edges, after checking that every shell of a n^3 crop holds at least one mode."""
+    edges = summary_bin_edges(n, n_bins, binning)
+    empty = np.flatnonzero(shell_modes(n, edges) == 0)
+    if len(empty):
+        feasible = max(
+            (b for b in range(1, n_bins) if shell_modes(n, summary_bin_edges(n, b, binning)).all()), default=0
         )
-    return shell.contiguous(), weight, modes
-
-
-def _all_shells_filled(n: int, n_bins: int, binning: str) -> bool:
-    mx, my, mz = (t.double() for t in mode_indices(n))
-    m = torch.unique((mx * mx + my * my + mz * mz).sqrt().flatten())
-    edges = torch.as_tensor(summary_bin_edges(n, n_bins, binning), dtype=torch.float64)
-    shell = torch.bucketize(m[m > 0], edges, right=True) - 1
-    return set(range(n_bins)) <= set(shell.tolist())
+        raise ValueError(
+            f"{n_bins} {binning} P(k) shells leave shells {empty.tolist()} empty for a {n}^3 crop; "
+            f"use fewer shells (e.g. n_summary_bins={feasible}) or linear binning"
+        )
+    return edges
 
 
 def binned_power_spectrum(x: torch.Tensor, n_bins: int, binning: str = "log") -> torch.Tensor:
@@ -123,13 +108,7 @@ def binned_power_spectrum(x: torch.Tensor, n_bins: int, binning: str = "log") ->
     module docstring); every shell holds at least one mode (ValueError otherwise)."""
     if x.ndim != 5 or not x.shape[-1] == x.shape[-2] == x.shape[-3]:
         raise ValueError(f"expected cubic crops shaped (B, C, n, n, n), got {tuple(x.shape)}")
-    n = x.shape[-1]
-    shell, weight, modes = _shell_index(n, int(n_bins), binning, str(x.device))
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        f = torch.fft.rfftn(x.float(), dim=(-3, -2, -1))
-        power = (f.real.square() + f.imag.square()).sum(dim=1).reshape(len(x), -1) / n**3
-        sums = torch.zeros(len(x), n_bins + 1, device=x.device).index_add_(1, shell, power * weight)
-        return sums[:, :n_bins] / modes
+    return batch_power_spectrum(x, _check_shells(x.shape[-1], int(n_bins), binning))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -346,7 +325,7 @@ class ParameterInference(TaskModule):
                 f"set the task's img_size to {n}"
             )
         if self.summary_names:
-            _shell_index(n, self.hparams.n_summary_bins, self.hparams.summary_binning, "cpu")
+            _check_shells(n, self.hparams.n_summary_bins, self.hparams.summary_binning)
 
     # -- forward in physical units --------------------------------------------------------------
     def network_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
