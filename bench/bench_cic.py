@@ -85,6 +85,18 @@ def check_agreement() -> float:
     return float(np.abs(ours - numpy_cic(pos)).max())
 
 
+def check_pylians() -> float:
+    import MAS_library
+    import torch
+
+    from lss_lightning.fields.mesh import cic_paint
+
+    pos = particles()
+    grid = np.zeros((N_GRID,) * 3, dtype=np.float32)
+    MAS_library.MA(pos, grid, BOX, "CIC", verbose=False)
+    return float(np.abs(cic_paint(torch.from_numpy(pos), N_GRID, BOX).numpy() - grid).max())
+
+
 if __name__ == "__main__":
     import torch
 
@@ -102,3 +114,9 @@ if __name__ == "__main__":
         "numpy bincount (float64)",
     )
     print(f"  max |lss - numpy| per cell: {check_agreement():.2e} (mean occupancy 1 particle per cell)")
+    try:
+        print(
+            f"  max |lss - Pylians| per cell: {check_pylians():.2e} (same grid convention: point i at x = i dx)"
+        )
+    except ImportError:
+        pass
