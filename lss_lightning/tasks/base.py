@@ -11,8 +11,9 @@ import torch
 
 
 class TaskModule(L.LightningModule):
-    """Subclasses call ``super().__init__(optimizer, scheduler, scheduler_interval)`` and set
-    ``target_kind`` ("fields" or "parameters": what the data module must provide as targets)."""
+    """Subclasses call ``super().__init__(optimizer, scheduler, scheduler_interval)``, set ``target_kind``
+    ("fields" or "parameters": what the data module must provide as targets) and implement
+    ``step(batch) -> (loss, raw output)`` and ``update_validation_metrics(output, batch)``."""
 
     target_kind = "fields"
 
@@ -26,6 +27,24 @@ class TaskModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
         self.run_config: dict | None = None  # the composed Hydra config, set by run.train
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def update_validation_metrics(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.step(batch)
+        size = len(batch["input"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, output = self.step(batch)
+        size = len(batch["input"])
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=size)
+        self.update_validation_metrics(output, batch)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lss_config"] = self.run_config

@@ -360,7 +360,7 @@ class ParameterInference(TaskModule):
         return self.decode_output(self(x))
 
     # -- steps ----------------------------------------------------------------------------------
-    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         target = batch["target"]
         if target.ndim != 2 or target.shape[1] != len(self.parameter_names):
             raise ValueError(
@@ -372,19 +372,8 @@ class ParameterInference(TaskModule):
         loss = mse_loss(out, u) if self.moment_loss is None else self.moment_loss(out, u)
         return loss, out
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._step(batch)
-        self.log(
-            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["input"])
-        )
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, out = self._step(batch)
-        self.log(
-            "val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["input"])
-        )
-        mean, std = self.decode_output(out)
+    def update_validation_metrics(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        mean, std = self.decode_output(output)
         self.val_errors.update(mean, batch["target"], std)
 
     def on_validation_epoch_end(self) -> None:

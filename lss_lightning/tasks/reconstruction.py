@@ -98,24 +98,13 @@ class VelocityReconstruction(TaskModule):
         return self.decode_output(self(x))
 
     # -- steps ----------------------------------------------------------------------------------
-    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self(batch["input"])
         loss = self.loss_fn(out.float(), self.encode_target(batch["target"]))
         return loss, out
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._step(batch)
-        self.log(
-            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["input"])
-        )
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, out = self._step(batch)
-        self.log(
-            "val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["input"])
-        )
-        self.val_spectra.update(self.decode_output(out), batch["target"])
+    def update_validation_metrics(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        self.val_spectra.update(self.decode_output(output), batch["target"])
 
     def on_validation_epoch_end(self) -> None:
         if self.val_spectra is None or not self.val_spectra.k_values:
