@@ -125,15 +125,16 @@ def evaluate_reconstruction(
     predictions: dict[str, dict[str, np.ndarray]] = {}
     slices = None
     for sim in track(sim_ids, description="evaluating test boxes", disable=not progress):
-        inputs = np.concatenate([store.read(sim, n) for n in input_names])
-        truth = torch.from_numpy(store.read(sim, target))
+        fields = {n: store.read(sim, n) for n in {*input_names, target, matter} - {None}}  # each read once
+        inputs = np.concatenate([fields[n] for n in input_names])
+        truth = torch.from_numpy(fields[target])
         pred = torch.from_numpy(predict_box(model, inputs, crop, pad, batch_size))
         cosmo, z = store.cosmology(sim), store.redshift
-        delta_in = torch.from_numpy(store.read(sim, density_name))
+        delta_in = torch.from_numpy(fields[density_name])
         lin = linear_velocity(
             delta_in, store.box_size, cosmo.a_h_f(z), smoothing=linear_smoothing, bias=linear_bias
         )
-        density = torch.from_numpy(store.read(sim, matter)) if matter else None
+        density = torch.from_numpy(fields[matter]) if matter else None
         if target.startswith("momentum"):
             lin = (1.0 + density) * lin if density is not None else lin
             density = None  # the target already is a momentum
