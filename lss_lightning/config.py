@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -45,10 +45,6 @@ def register_resolvers() -> None:
     for name, fn in (("lss_root", _repo_root), ("job_tag", _job_tag)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)
-
-
-def to_container(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 register_resolvers()

@@ -40,10 +40,6 @@ class Spectrum:
         """1-sigma error of an auto spectrum of a Gaussian field: P sqrt(2 / modes)."""
         return np.abs(self.power) * np.sqrt(2.0 / np.maximum(self.modes, 1))
 
-    def at(self, k: float | np.ndarray) -> np.ndarray:
-        """Linear interpolation of the power at k (h/Mpc)."""
-        return np.interp(k, self.k, self.power)
-
 
 def default_k_edges(n: int, box_size: float, kmax: float | None = None) -> np.ndarray:
     """Shell edges (j + 1/2) k_F, so bin j is centred on (j + 1) k_F, up to kmax (default k_Nyq)."""
