@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lss_lightning.data.crops import stitch, tile_batches
-from lss_lightning.data.store import FieldStore, build_manifest, fill_store
+from lss_lightning.data.store import FieldStore, SimulationProducts, build_manifest, fill_store
 from lss_lightning.fields.spectra import CrossStatistics, cross_statistics
 from lss_lightning.fields.velocity import curl, divergence, linear_velocity
 
@@ -191,4 +191,10 @@ def write_predictions(
         simulations=sims,
         generator={"truth_store": str(store.root)},
     )
-    fill_store(root, manifest, lambda sim: (predictions[sim["id"]], {}), progress=False, reconcile_keys=())
+    fill_store(
+        root,
+        manifest,
+        lambda sim, _report: SimulationProducts(predictions[sim["id"]], {}),
+        progress=False,
+        reconcile_keys=(),
+    )
