@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import WU2023_BINS
 
 from lss_lightning.cosmology import Cosmology
 from lss_lightning.data.store import FieldStore, StoreError
@@ -146,37 +147,11 @@ def test_catalogue_fields_are_the_painted_haloes():
         )
 
 
-@pytest.fixture(scope="module")
-def pm_halo_store(tmp_path_factory):
-    """Two particle-mesh mocks, 32^3 particles in 64 Mpc/h, with halo channels and velocities."""
-    cfg = MockConfig(
-        store=str(tmp_path_factory.mktemp("pm") / "halos"),
-        n_sims=2,
-        grid=16,
-        particles=32,
-        box_size=64.0,
-        power="eh",
-        pm={"steps": 5},
-        fof={"min_particles": 10},
-        mass_bins=[[1e12, 1e13], [1e13, None]],
-        fields=["density", "halos", "halos_rsd", "halo_velocity_rsd", "velocity_linear_halos_rsd"],
-        device="cpu",
-    )
-    return cfg, generate_store(cfg, progress=False)
-
-
-def test_pm_store_holds_its_catalogue_and_halo_fields(pm_halo_store):
-    cfg, store = pm_halo_store
+def test_pm_store_holds_its_catalogue_and_halo_fields(tiny_halo_store):
+    store = tiny_halo_store
     assert store.halos == {"finder": "fof", "linking_length": 0.2, "min_particles": 10}
-    assert set(store.fields) == {
-        "density",
-        "halos_m0",
-        "halos_m1",
-        "halos_m0_rsd",
-        "halos_m1_rsd",
-        "halo_velocity_rsd",
-        "velocity_linear_halos_rsd",
-    }
+    channels = {f"halos_m{i}{s}" for i in range(6) for s in ("", "_rsd")}
+    assert set(store.fields) == {"density", "halo_velocity_rsd", "velocity_linear_halos_rsd"} | channels
     cat = store.read_halos("sim_00001")
     m_p = particle_mass(store.cosmology("sim_00001"), 64.0, 32)
     assert len(cat) > 10 and cat.finder == "fof" and cat.min_particles == 10
@@ -187,7 +162,7 @@ def test_pm_store_holds_its_catalogue_and_halo_fields(pm_halo_store):
     z = store.redshift
     again, _ = catalogue_fields(
         cat,
-        parse_mass_bins(cfg.mass_bins),
+        parse_mass_bins(WU2023_BINS),
         ["halos_m1_rsd"],
         grid=16,
         box_size=64.0,
@@ -197,14 +172,14 @@ def test_pm_store_holds_its_catalogue_and_halo_fields(pm_halo_store):
     )
     np.testing.assert_allclose(store.read("sim_00001", "halos_m1_rsd"), again["halos_m1_rsd"], atol=1e-5)
     with h5py.File(store.path("sim_00001")) as f:
-        assert f["fields/halos_m1"].attrs["n_halos"] == int((cat.masses >= 1e13).sum())
+        assert f["fields/halos_m5"].attrs["n_halos"] == int((cat.masses >= 4.5e13).sum())
         assert f["halos/position"].dtype == np.float32 and f["halos/mass"].dtype == np.float64
 
 
-def test_reader_validates_the_halo_group(pm_halo_store, tmp_path):
+def test_reader_validates_the_halo_group(tiny_halo_store, tmp_path):
     import shutil
 
-    _, store = pm_halo_store
+    store = tiny_halo_store
     copy = tmp_path / "copy"
     shutil.copytree(store.root, copy)
     with h5py.File(copy / "sim_00000.h5", "a") as f:
@@ -220,6 +195,7 @@ def test_reader_validates_the_halo_group(pm_halo_store, tmp_path):
     with pytest.raises(StoreError, match=r"sim_00001\.h5 lacks the halo catalogue group"):
         broken.open("sim_00001")
     assert broken.missing() == ["sim_00000", "sim_00001"]
+    assert FieldStore(store.root).missing() == []  # the original is untouched
 
 
 def test_halo_fields_need_the_particle_mesh():

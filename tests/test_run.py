@@ -174,12 +174,12 @@ def test_parameter_model_on_a_store_of_one_cosmology_says_why(tiny_store, tmp_pa
         train(cfg)
 
 
-def test_wu2023_experiment_in_redshift_space_with_magnitude_direction_output(tiny_store, tmp_path):
+def test_wu2023_experiment_on_halo_channels_with_magnitude_direction_output(tiny_halo_store, tmp_path):
     cfg = _cfg(
         "train",
         [
             "experiment=wu2023",
-            f"data.store={tiny_store.root}",
+            f"data.store={tiny_halo_store.root}",
             f"paths.output_dir={tmp_path}",
             "data.batch_size=2",
             "data.num_workers=0",
@@ -191,9 +191,10 @@ def test_wu2023_experiment_in_redshift_space_with_magnitude_direction_output(tin
     )
     metrics = train(cfg)
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert written["target"] == "velocity_rsd" and written["input_density"] == "density_rsd"
-    assert "test/linear/momentum/0.3/r" in metrics  # (an untrained U-net may predict |v| = 0: r undefined)
-    assert set(written["summary"]["unet"]) == {"vector", "magnitude", "divergence", "vorticity", "momentum"}
+    assert written["target"] == "halo_velocity_rsd" and written["input_density"] == "halos_m0_rsd"
+    assert written["linear_baseline"] == "velocity_linear_halos_rsd / 1"
+    assert "test/linear/vector/0.3/r" in metrics  # (an untrained U-net may predict |v| = 0: r undefined)
+    assert set(written["summary"]["unet"]) == {"vector", "magnitude", "divergence", "vorticity"}
 
 
 def test_momentum_target(tiny_store, tmp_path):

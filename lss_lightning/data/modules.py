@@ -251,11 +251,12 @@ class FieldCropDataModule(L.LightningDataModule):
 
     # the store is built (mocks) on one process per node, then opened everywhere
     def prepare_data(self) -> None:
-        if (self.store_root / "manifest.json").exists() or self.generate is None:
+        """Build the mock store when it is absent, or finish it when a run was killed while building it."""
+        if self.generate is None or self.store_ready():
             return
         from lss_lightning.mocks.generate import MockConfig, generate_store
 
-        log.info("field store %s is absent: generating it", self.store_root)
+        log.info("field store %s is absent or incomplete: generating what is missing", self.store_root)
         generate_store(MockConfig(**{**self.generate, "store": str(self.store_root)}))
 
     def store_ready(self) -> bool:
