@@ -13,7 +13,8 @@ fiducial cosmology, fixed-amplitude initial conditions (one box scatters ~15% at
    ICs / PM steps / FoF / painting, and peak memory; peak memory of 256^3 particles on a 512^3 mesh.
 4. jaxpm (a JAX PM, where it imports): its pm_forces per force evaluation and for the same 10-step run,
    at mesh factor 1 (its lpt's layout) and 2 (its painting and kernels on a 2x mesh), against ours.
-Run: .venv/bin/python bench/bench_pm.py [--seeds 2] [--skip-big]     (~10 min on 2 CPU cores)
+5. How steps and mesh factor move P(k) and the mass function (seed 1): 5 / 10 / 20 steps, mesh 1x / 2x / 3x.
+Run: .venv/bin/python bench/bench_pm.py [--seeds 2] [--skip-big] [--skip-sweep]   (~15 min on 2 CPU cores)
 """
 
 from __future__ import annotations
@@ -279,7 +280,36 @@ def jaxpm_available() -> bool:
 
 
 # -- report ------------------------------------------------------------------------------------------
-def main(seeds: int, big: bool) -> None:
+SWEEP = ((5, 2), (10, 1), (10, 2), (20, 2), (10, 3))  # (steps, mesh_factor)
+
+
+def sweep() -> None:
+    """P(k) ratios and haloes above 100 particles (vs Watson) for several steps and mesh factors, seed 1."""
+    from lss_lightning.cosmology import Cosmology
+    from lss_lightning.mocks.halos import particle_mass
+
+    m_p = particle_mass(Cosmology(), BOX, N)
+    grid = np.geomspace(100 * m_p, 800 * m_p, 33)
+    expected = BOX**3 * np.trapezoid(watson_dndlnm(grid), np.log(grid))
+    print(
+        f"\nsteps and mesh (seed 1): P / P_HMcode, haloes of 100-800 particles / Watson ({expected:.0f} expected)"
+    )
+    print(
+        "| steps | mesh | " + " | ".join(f"k = {k:g}" for k in K_REPORT) + " | haloes / Watson | PM seconds |"
+    )
+    print("|---" * (len(K_REPORT) + 4) + "|")
+    for steps, factor in SWEEP:
+        particles, haloes, seconds = run_stages(_config("pm", pm={"steps": steps, "mesh_factor": factor}), 1)
+        ratio = power_ratio(particles.positions)
+        found = int(((haloes.masses >= grid[0]) & (haloes.masses < grid[-1])).sum())
+        print(
+            f"| {steps} | {factor}x | "
+            + " | ".join(f"{r:.3f}" for r in ratio)
+            + f" | {found / expected:.3f} | {seconds['PM steps']:.1f} |"
+        )
+
+
+def main(seeds: int, big: bool, with_sweep: bool) -> None:
     import torch
 
     from lss_lightning.cosmology import Cosmology
@@ -355,6 +385,9 @@ def main(seeds: int, big: bool) -> None:
         print("\njaxpm does not import here (pip install jaxpm 'setuptools<81'); peer timings skipped")
     report(f"force evaluations, {N}^3 particles (the PM steps above: 11 per run)", forces, forces[0].name)
 
+    if with_sweep:
+        sweep()
+
     if big:
         r = measure("PM, 256^3 particles, 512^3 mesh, 2 steps", setup_big, run_big, repeats=1, warmup=False)
         report("memory at scale (CPU; the same tensors on a GPU)", [r], r.name)
@@ -368,5 +401,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--skip-big", action="store_true", help="skip the 256^3-on-512^3 memory case")
+    parser.add_argument("--skip-sweep", action="store_true", help="skip the steps / mesh-factor table")
     args = parser.parse_args()
-    main(args.seeds, not args.skip_big)
+    main(args.seeds, not args.skip_big, not args.skip_sweep)

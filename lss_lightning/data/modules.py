@@ -252,12 +252,24 @@ class FieldCropDataModule(L.LightningDataModule):
     # the store is built (mocks) on one process per node, then opened everywhere
     def prepare_data(self) -> None:
         """Build the mock store when it is absent, or finish it when a run was killed while building it."""
-        if self.generate is None or self.store_ready():
+        if self.generate is None:
             return
-        from lss_lightning.mocks.generate import MockConfig, generate_store
+        from lss_lightning.mocks.generate import MockConfig, generate_store, generator_settings
 
+        cfg = MockConfig(**{**self.generate, "store": str(self.store_root)})
+        if self.store_ready():
+            built = FieldStore(self.store_root).manifest.get("generator", {})
+            differ = sorted(k for k, v in generator_settings(cfg).items() if built.get(k) != v)
+            if differ:
+                log.warning(
+                    "%s was built with other mock settings than data.generate (%s); it is used as it is. "
+                    "Delete it to rebuild it, or give data.store another path",
+                    self.store_root,
+                    ", ".join(differ),
+                )
+            return
         log.info("field store %s is absent or incomplete: generating what is missing", self.store_root)
-        generate_store(MockConfig(**{**self.generate, "store": str(self.store_root)}))
+        generate_store(cfg)
 
     def store_ready(self) -> bool:
         """True once the store exists and every simulation in it validates (for ranks waiting on rank 0)."""

@@ -164,6 +164,7 @@ def evaluate_reconstruction(
         "input_density": density_name,
         "linear_baseline": f"{linear_name} / {linear_bias:g}" if linear_name else f"from {density_name}",
         "simulations": list(sim_ids),
+        "source": store.manifest.get("source", "unknown"),
         "box_size": store.box_size,
         "grid": store.grid,
         "redshift": store.redshift,

@@ -16,6 +16,7 @@ brings them exactly to the z = 0 spectrum); the LPT solver uses CAMB's P(k) at t
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -299,6 +300,12 @@ def simulate(
     return SimulationProducts(fields, attrs, haloes)
 
 
+def generator_settings(cfg: MockConfig) -> dict:
+    """The settings recorded in a store's manifest (``generator``): what the data depends on, as JSON."""
+    values = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in RUN_ONLY}
+    return json.loads(json.dumps(values))
+
+
 def _manifest(cfg: MockConfig, sims: list[dict]) -> dict:
     specs = {name: field_spec(name, cfg.los_axis) for name in cfg.fields}
     halos = None
@@ -315,7 +322,7 @@ def _manifest(cfg: MockConfig, sims: list[dict]) -> dict:
         los_axis=cfg.los_axis,
         fields=specs,
         simulations=sims,
-        generator={k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in RUN_ONLY},
+        generator=generator_settings(cfg),
         halos=halos,
     )
 
