@@ -198,6 +198,7 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
             linear_smoothing=float(settings.get("linear_smoothing", 0.0)),
             linear_bias=float(settings.get("linear_bias", 1.0)),
             save_predictions=bool(settings.get("save_predictions", True)),
+            halos=settings.get("halos"),
             **common,
         )
         figures = {}
@@ -205,9 +206,19 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
             title = f"{metrics['target']} from {', '.join(dm.input_names)}: {len(sims)} test boxes of {store.box_size:g} Mpc/h"
             figures["spectra"] = plot_spectra(metrics["_sums"], out_dir / "spectra.png", title)
             figures["slices"] = plot_slices(metrics["_slices"], store.box_size, out_dir / "slices.png")
+            if "halos" in metrics:
+                from lss_lightning.evaluate.plots import plot_halo_clustering
+
+                figures["halos"] = plot_halo_clustering(
+                    metrics["halos"], out_dir / "halo_clustering.png", title
+                )
         flat = {
             f"test/{k}": v for k, v in _flat_metrics(metrics["summary"]).items() if k.endswith(("/T", "/r"))
         }
+        if "halos" in metrics:
+            flat.update(
+                _flat_metrics(metrics["halos"]["quadrupole_residual"], "test/halos/quadrupole_residual/")
+            )
         _print_summary(metrics, out_dir)
     from lightning.pytorch.loggers import CSVLogger
 
@@ -261,7 +272,42 @@ def _print_summary(metrics: dict, out_dir: Path) -> None:
             row += [_fmt(entry["r"]), _fmt(entry["T"])]
         table.add_row(*row)
     Console().print(table)
+    if "halos" in metrics:
+        _print_halo_summary(metrics["halos"])
     Console().print(f"metrics, predictions and plots: {out_dir}")
+
+
+def _print_halo_summary(halos: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="velocities at the haloes [km/s]: line-of-sight rms and bias, 3D rms, correlation")
+    for column in (
+        "mass bin",
+        "haloes",
+        "true v_los rms",
+        *(f"{c} {lab}" for lab in ("unet", "linear") for c in ("rms", "bias", "3D", "r")),
+    ):
+        table.add_column(column)
+    for name, unet in halos["velocities"]["unet"].items():
+        if not unet["n_halos"]:
+            continue
+        linear = halos["velocities"]["linear"][name]
+        row = [name, str(unet["n_halos"]), _fmt(unet["true_los_rms"], 0)]
+        for entry in (unet, linear):
+            row += [
+                _fmt(entry["los_rms"], 0),
+                _fmt(entry["los_bias"], 1),
+                _fmt(entry["rms_3d"], 0),
+                _fmt(entry["los_correlation"]),
+            ]
+        table.add_row(*row)
+    Console().print(table)
+    residual = halos["quadrupole_residual"]
+    Console().print(
+        "halo xi_2 left after moving back (0 = real space restored, 1 = as in redshift space): "
+        f"U-net {residual['unet']:.3f}, linear theory {residual['linear']:.3f}"
+    )
 
 
 def _print_parameter_summary(metrics: dict, out_dir: Path) -> None:

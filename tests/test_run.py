@@ -195,6 +195,12 @@ def test_wu2023_experiment_on_halo_channels_with_magnitude_direction_output(tiny
     assert written["linear_baseline"] == "velocity_linear_halos_rsd / 1"
     assert "test/linear/vector/0.3/r" in metrics  # (an untrained U-net may predict |v| = 0: r undefined)
     assert set(written["summary"]["unet"]) == {"vector", "magnitude", "divergence", "vorticity"}
+    halos = written["halos"]  # the store holds FoF catalogues: halo-level evaluation is on by default
+    assert set(halos["clustering"]) == {"real space", "redshift space", "unet", "linear"}
+    assert len(halos["velocities"]["linear"]) == 6  # the store's six mass bins
+    assert all(row["n_halos"] > 0 for row in halos["velocities"]["linear"].values())
+    assert "test/halos/quadrupole_residual/linear" in metrics
+    assert (tmp_path / "eval" / "halo_clustering.png").stat().st_size > 10_000
 
 
 def test_momentum_target(tiny_store, tmp_path):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,8 @@ import torch
 
 from lss_lightning.data.crops import stitch, tile_batches
 from lss_lightning.data.store import FieldStore, SimulationProducts, build_manifest, fill_store
+from lss_lightning.evaluate.halos import HaloVelocityEvaluation, quadrupole_residual
+from lss_lightning.fields.catalogue import parse_mass_bins
 from lss_lightning.fields.spectra import CrossStatistics, cross_statistics
 from lss_lightning.fields.velocity import curl, divergence, linear_velocity
 
@@ -105,10 +107,14 @@ def evaluate_reconstruction(
     linear_smoothing: float = 0.0,
     linear_bias: float = 1.0,
     save_predictions: bool = True,
+    halos: Mapping | None = None,
     progress: bool = True,
 ) -> dict:
     """Predict the boxes of ``sim_ids``, compare with truth and linear theory, write metrics.json and
-    (optionally) a field store of predictions under ``out_dir``; returns the metrics dict."""
+    (optionally) a field store of predictions under ``out_dir``; returns the metrics dict.
+
+    halos: the halo-level evaluation settings (``evaluate.halos``: mass_bins, s_edges, n_mu; enabled:
+    true / false / auto = when the store holds halo catalogues)."""
     from rich.progress import track
 
     out_dir = Path(out_dir)
@@ -126,6 +132,7 @@ def evaluate_reconstruction(
     matter = "density_rsd" if store.fields[target].space == "redshift" else "density"
     matter = matter if matter in store.fields else None
     model.eval()
+    halo_eval = _halo_evaluation(store, target, halos or {})
     sums = {"unet": SpectraSums(), "linear": SpectraSums()}
     predictions: dict[str, dict[str, np.ndarray]] = {}
     slices = None
@@ -151,6 +158,8 @@ def evaluate_reconstruction(
             for name, q in derived_quantities(field_, density, store.box_size).items():
                 sums[label].add(name, cross_statistics(q, truth_q[name], store.box_size))
         predictions[sim] = {target: pred.numpy(), f"{target}_linear": lin.numpy()}
+        if halo_eval is not None:
+            halo_eval.add(store.read_halos(sim), {"unet": pred, "linear": lin}, cosmo.a_h(z))
         if slices is None:
             slices = {
                 "input": delta_in.numpy(),
@@ -177,12 +186,38 @@ def evaluate_reconstruction(
         metrics["summary"][label] = {
             name: {f"{k:g}": _at(s.statistics(name), k) for k in REPORT_K} for name in s.sums
         }
+    if halo_eval is not None:
+        metrics["halos"] = halo_eval.summary()
+        metrics["halos"]["quadrupole_residual"] = {
+            label: quadrupole_residual(metrics["halos"], label) for label in ("unet", "linear")
+        }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if save_predictions:
         write_predictions(out_dir / "predictions", store, predictions, target)
     metrics["_sums"] = sums
     metrics["_slices"] = slices
     return metrics
+
+
+def _halo_evaluation(store: FieldStore, target: str, settings: Mapping) -> HaloVelocityEvaluation | None:
+    enabled = settings.get("enabled", "auto")
+    if enabled is False or (enabled == "auto" and not store.halos):
+        return None
+    if not store.halos:
+        raise ValueError(
+            f"evaluation.halos.enabled=true but {store.root} holds no halo catalogues; "
+            "build it with solver=pm (mocks) or halo_catalogue=true (Quijote), or set evaluation.halos.enabled=false"
+        )
+    bins = settings.get("mass_bins") or store.manifest.get("generator", {}).get("mass_bins") or [[0.0, None]]
+    return HaloVelocityEvaluation(
+        parse_mass_bins(bins),
+        ("unet", "linear"),
+        box_size=store.box_size,
+        los_axis=store.los_axis,
+        redshift_space=store.fields[target].space == "redshift",
+        s_edges=settings.get("s_edges"),
+        n_mu=int(settings.get("n_mu", 20)),
+    )
 
 
 def write_predictions(
