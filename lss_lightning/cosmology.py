@@ -113,6 +113,23 @@ class Cosmology:
         d, dd = _growth_solution(self).sol(lna)
         return dd / d
 
+    def comoving_distance(self, z):
+        """Line-of-sight comoving distance chi(z) = (c / H0) int_0^z dz' / E(z') in Mpc/h (flat: also the
+        transverse distance), tabulated per cosmology for 0 <= z <= 20."""
+        z = np.asarray(z, dtype=float)
+        if np.any((z < 0) | (z > _DISTANCE_Z_MAX)):
+            raise ValueError(f"comoving distances are tabulated for 0 <= z <= {_DISTANCE_Z_MAX}, got {z}")
+        grid, chi = _distance_table(self)
+        return np.interp(z, grid, chi)
+
+    def redshift_at_distance(self, chi):
+        """The cosmological redshift at comoving distance chi (Mpc/h): the inverse of ``comoving_distance``."""
+        grid, table = _distance_table(self)
+        chi = np.asarray(chi, dtype=float)
+        if np.any((chi < 0) | (chi > table[-1])):
+            raise ValueError(f"comoving distance must lie in [0, {table[-1]:.0f}] Mpc/h, got {chi}")
+        return np.interp(chi, table, grid)
+
     def a_h(self, z) -> float:
         """a H(z) in (km/s)/(Mpc/h): converts a peculiar velocity in km/s to a comoving shift in Mpc/h."""
         return float(self.hubble(z) / (1.0 + z))
@@ -172,6 +189,20 @@ def _loglog_interp(k: np.ndarray, log_k: np.ndarray, log_p: np.ndarray) -> np.nd
     lp[hi] = log_p[-1] + slope_hi * (lk[hi] - log_k[-1])
     out[positive] = np.exp(lp)
     return out
+
+
+SPEED_OF_LIGHT = 299792.458  # km/s
+_DISTANCE_Z_MAX = 20.0
+
+
+@lru_cache(maxsize=256)
+def _distance_table(cosmo: Cosmology) -> tuple[np.ndarray, np.ndarray]:
+    """(z, chi) on a grid fine enough for linear interpolation to ~1e-7 (dz = 1e-3 near z = 0)."""
+    from scipy.integrate import cumulative_simpson
+
+    z = np.expm1(np.linspace(0.0, np.log1p(_DISTANCE_Z_MAX), 8001))
+    chi = cumulative_simpson(SPEED_OF_LIGHT / 100.0 / cosmo.efunc(z), x=z, initial=0.0)
+    return z, chi
 
 
 @lru_cache(maxsize=256)

@@ -42,6 +42,8 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = "splits.json"
 FIELD_KINDS = ("scalar", "vector", "pseudovector")
+FIELD_AXES = ("x,y,z", "ra,dec,z")  # box coordinates, or (right ascension, declination, observed redshift)
+LIGHTCONE_FIELD = "lightcone"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_ATTRS = ("schema_version", "sim_id", "box_size", "grid", "redshift", "seed", "complete")
@@ -62,7 +64,8 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """What a stored field is: kind (scalar/vector/pseudovector), channels, units, space, los axis, MAS."""
+    """What a stored field is: kind (scalar/vector/pseudovector), channels, units, space, los axis, MAS, and
+    the meaning of its three grid axes: "x,y,z" (comoving box) or "ra,dec,z" (a light-cone histogram)."""
 
     kind: str
     channels: int
@@ -70,12 +73,15 @@ class FieldSpec:
     space: str = "real"
     los_axis: int = -1
     mas: str = "cic"
+    axes: str = "x,y,z"
 
     def __post_init__(self):
         if self.kind not in FIELD_KINDS:
             raise ValueError(f"field kind must be one of {FIELD_KINDS}, got {self.kind!r}")
         if self.space not in ("real", "redshift"):
             raise ValueError(f"field space must be 'real' or 'redshift', got {self.space!r}")
+        if self.axes not in FIELD_AXES:
+            raise ValueError(f"field axes must be one of {FIELD_AXES}, got {self.axes!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,9 +96,12 @@ def field_spec(name: str, los_axis: int = 2, mas: str = "cic") -> FieldSpec:
         return FieldSpec("scalar", 1, "1", space, los, mas)
     if base in ("velocity", "momentum", "velocity_linear", *HALO_VECTOR_FIELDS):
         return FieldSpec("vector", 3, "km/s", space, los, mas)
+    if name == LIGHTCONE_FIELD:  # halo counts in (RA, DEC, observed z) cells; redshift distortions along z
+        return FieldSpec("scalar", 1, "count", "redshift", 2, "ngp", "ra,dec,z")
     raise ValueError(
         f"no standard spec for field {name!r}; standard names are density, velocity, momentum, "
-        f"velocity_linear, halos_m<i>, {', '.join(HALO_VECTOR_FIELDS)}, each with an optional '_rsd' suffix"
+        f"velocity_linear, halos_m<i>, {', '.join(HALO_VECTOR_FIELDS)}, each with an optional '_rsd' suffix, "
+        f"and {LIGHTCONE_FIELD}"
     )
 
 
@@ -216,6 +225,7 @@ def write_simulation(
                 **_compression_kwargs(compression),
             )
             ds.attrs.update({k: spec[k] for k in ("kind", "units", "space", "los_axis", "mas")})
+            ds.attrs["axes"] = spec.get("axes", "x,y,z")
             ds.attrs.update((extra_attrs or {}).get(name, {}))
         if halos is not None:
             _write_halos(f, halos, path)

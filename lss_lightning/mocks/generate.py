@@ -9,7 +9,9 @@ is extended rather than rejected). A rerun skips every simulation whose file val
 Solvers: ``lpt`` moves particles from the lattice straight to the output redshift (1LPT or 2LPT);
 ``pm`` starts from 2LPT at ``pm.a_start`` and integrates gravity with the particle-mesh kick-drift-kick
 of ``mocks/pm.py``, then finds friends-of-friends haloes (``mocks/halos.py``), stored in each file's
-``halos/`` group and gridded into halo fields by ``fields/catalogue.py``. The particle-mesh initial
+``halos/`` group and gridded into halo fields by ``fields/catalogue.py``. With a ``lightcone`` block the
+particle mesh instead writes FoF haloes at several redshifts and the store holds one field, ``lightcone``:
+the histogram of the haloes on the observer's past light cone in (RA, DEC, observed z) (``mocks/lightcone.py``). The particle-mesh initial
 conditions are the z = 0 linear P(k) scaled back by the growth factor D(a_start)^2 (so linear growth
 brings them exactly to the z = 0 spectrum); the LPT solver uses CAMB's P(k) at the output redshift.
 """
@@ -28,6 +30,7 @@ import numpy as np
 from lss_lightning.config import resolve_device
 from lss_lightning.cosmology import Cosmology, latin_hypercube
 from lss_lightning.data.store import (
+    LIGHTCONE_FIELD,
     FieldStore,
     SimulationProducts,
     StepReporter,
@@ -52,8 +55,9 @@ from lss_lightning.fields.particles import (
 )
 from lss_lightning.mocks.halos import friends_of_friends, particle_mass
 from lss_lightning.mocks.ics import gaussian_field_k
+from lss_lightning.mocks.lightcone import LightconeSettings, histogram, place_on_lightcone
 from lss_lightning.mocks.lpt import Particles, lpt_particles
-from lss_lightning.mocks.pm import PMSettings, evolve
+from lss_lightning.mocks.pm import PMSettings, PMState, evolve
 
 log = logging.getLogger(__name__)
 SOLVERS = ("lpt", "pm")
@@ -90,6 +94,9 @@ class MockConfig:
     lpt_order: int = 2  # the LPT solver's order, and the order of the PM initial conditions
     pm: dict = field(default_factory=dict)  # PMSettings: steps, mesh_factor, a_start, stepping
     fof: dict = field(default_factory=dict)  # FoFSettings: linking_length, min_particles
+    lightcone: dict | None = (
+        None  # LightconeSettings: a light-cone store (fields: [lightcone]) instead of boxes
+    )
     mass_bins: list | None = field(default_factory=lambda: [[1.0e13, None]])  # Msun/h, [lo, hi)
     power: str = "camb"  # camb | eh
     design: str = "seeds"  # seeds | latin_hypercube
@@ -107,6 +114,7 @@ class MockConfig:
 
     def __post_init__(self):
         self.pm, self.fof, self.cosmology = dict(self.pm), dict(self.fof), dict(self.cosmology)
+        self.lightcone = dict(self.lightcone) if self.lightcone else None
         self.mass_bins = [list(b) for b in self.mass_bins] if self.mass_bins else None
         self.fields = expand_halo_fields(list(self.fields), len(self.mass_bins or []))
         if self.n_sims < 1 or self.grid < 4 or self.box_size <= 0:
@@ -124,6 +132,19 @@ class MockConfig:
         if not 0 <= self.shard < self.num_shards:
             raise ValueError(f"need 0 <= shard < num_shards, got {self.shard}, {self.num_shards}")
         pm, _, _ = self.pm_settings, self.fof_settings, self.bins  # each raises on bad values
+        if self.lightcone is not None:
+            cone = self.lightcone_settings
+            if self.solver != "pm" or self.fields != [LIGHTCONE_FIELD]:
+                raise ValueError(
+                    f"a lightcone store needs solver=pm and fields=[{LIGHTCONE_FIELD}] (the histogram has grid^3 "
+                    f"cells over RA, DEC, z); got solver={self.solver}, fields={self.fields}"
+                )
+            pm.scale_factors(1.0 / (1.0 + cone.snapshot_redshifts()[0]))
+            return
+        if LIGHTCONE_FIELD in self.fields:
+            raise ValueError(
+                f"field {LIGHTCONE_FIELD!r} needs a lightcone block (e.g. +lightcone.snapshots=6)"
+            )
         if self.solver == "pm":
             pm.scale_factors(1.0 / (1.0 + self.redshift))  # a_start must come before the output
         for name in self.fields:
@@ -155,6 +176,15 @@ class MockConfig:
     @property
     def bins(self) -> list:
         return parse_mass_bins(self.mass_bins)
+
+    @property
+    def lightcone_settings(self) -> LightconeSettings | None:
+        return None if self.lightcone is None else _settings(LightconeSettings, self.lightcone, "lightcone")
+
+    @property
+    def store_redshift(self) -> float:
+        """The redshift recorded in the store: the output's, or the middle of a light cone's range."""
+        return self.redshift if self.lightcone is None else float(np.mean(self.lightcone_settings.z))
 
     def halo_fields(self) -> list[str]:
         return [f for f in self.fields if is_catalogue_field(f)]
@@ -281,6 +311,37 @@ def paint_fields(
     return fields, attrs
 
 
+def lightcone_histogram(
+    cfg: MockConfig, cosmo: Cosmology, particles: Particles, report: StepReporter | None = None
+) -> np.ndarray:
+    """Particle mesh with FoF haloes at the cone's snapshot redshifts -> the (1, N, N, N) (RA, DEC, z) histogram."""
+    cone = cfg.lightcone_settings
+    redshifts = cone.snapshot_redshifts()
+    catalogues = []
+
+    def at_output(state: PMState) -> None:
+        evolved = Particles(positions=state.positions, velocities=state.velocities())
+        catalogues.append((float(1.0 / state.a - 1.0), find_haloes(cfg, cosmo, evolved)))
+
+    step = None if report is None else (lambda i, n, a: report(i, n, f"PM step {i}/{n}, z = {1 / a - 1:.2f}"))
+    outputs = 1.0 / (1.0 + redshifts)
+    evolve(
+        particles.positions,
+        particles.velocities,
+        cosmo,
+        cfg.box_size,
+        cfg.n_particles,
+        float(outputs.max()),
+        cfg.pm_settings,
+        on_step=step,
+        outputs=outputs,
+        on_output=at_output,
+    )
+    snapshots = [(float(redshifts[np.argmin(np.abs(redshifts - z))]), c) for z, c in catalogues]
+    haloes = place_on_lightcone(snapshots, cosmo, cfg.box_size, cone)
+    return histogram(haloes, cone, cfg.grid)
+
+
 def simulate(
     cfg: MockConfig, sim: Mapping, device=None, report: StepReporter | None = None
 ) -> SimulationProducts:
@@ -290,9 +351,11 @@ def simulate(
     timings, start = {}, time.perf_counter()
     particles, _ = initial_particles(cfg, cosmo, sim["seed"], device)
     timings["ics"] = time.perf_counter() - start
+    if cfg.lightcone is not None:
+        return SimulationProducts({LIGHTCONE_FIELD: lightcone_histogram(cfg, cosmo, particles, report)}, {})
     particles = run_solver(cfg, cosmo, particles, report)
     timings["solver"] = time.perf_counter() - start - sum(timings.values())
-    haloes = find_haloes(cfg, cosmo, particles) if cfg.solver == "pm" else None
+    haloes = find_haloes(cfg, cosmo, particles) if cfg.solver == "pm" else None  # stored in halos/
     timings["haloes"] = time.perf_counter() - start - sum(timings.values())
     fields, attrs = paint_fields(cfg, cosmo, particles, haloes, device)
     timings["painting"] = time.perf_counter() - start - sum(timings.values())
@@ -309,16 +372,18 @@ def generator_settings(cfg: MockConfig) -> dict:
 def _manifest(cfg: MockConfig, sims: list[dict]) -> dict:
     specs = {name: field_spec(name, cfg.los_axis) for name in cfg.fields}
     halos = None
-    if cfg.solver == "pm":
+    if cfg.solver == "pm" and cfg.lightcone is None:
         halos = {
             "finder": "fof",
             **{k: getattr(cfg.fof_settings, k) for k in ("linking_length", "min_particles")},
         }
     return build_manifest(
-        source="mock-pm" if cfg.solver == "pm" else f"mock-{cfg.lpt_order}lpt",
+        source=("mock-pm-lightcone" if cfg.lightcone else "mock-pm")
+        if cfg.solver == "pm"
+        else f"mock-{cfg.lpt_order}lpt",
         box_size=cfg.box_size,
         grid=cfg.grid,
-        redshift=cfg.redshift,
+        redshift=cfg.store_redshift,
         los_axis=cfg.los_axis,
         fields=specs,
         simulations=sims,

@@ -165,6 +165,19 @@ def momenta_from_velocities(velocities: torch.Tensor, a: float) -> torch.Tensor:
 
 
 StepCallback = Callable[[int, int, float], None]  # (steps done, steps in all, a)
+OutputCallback = Callable[[PMState], None]  # particles at one of the requested output scale factors
+
+
+def step_scale_factors(settings: PMSettings, a_end: float, outputs=()) -> np.ndarray:
+    """The step boundaries: ``settings.steps`` steps from a_start to a_end, with every output scale factor
+    inserted as an extra boundary (FastPM's factors keep linear growth exact for any boundaries)."""
+    a = settings.scale_factors(a_end)
+    extra = np.asarray(outputs, dtype=float)
+    if extra.size and (extra.min() <= settings.a_start or extra.max() > a_end):
+        raise ValueError(
+            f"PM outputs at a = {sorted(extra.tolist())} must lie in (a_start = {settings.a_start}, a_end = {a_end:.4g}]"
+        )
+    return np.unique(np.concatenate([a, extra]))
 
 
 def evolve(
@@ -177,12 +190,17 @@ def evolve(
     settings: PMSettings,
     *,
     on_step: StepCallback | None = None,
+    outputs=(),
+    on_output: OutputCallback | None = None,
 ) -> PMState:
     """Evolve particles given at ``settings.a_start`` (positions Mpc/h, peculiar velocities km/s) to ``a_end``.
 
-    Kick-drift-kick with the factors of the module docstring; the inputs are not modified.
+    Kick-drift-kick with the factors of the module docstring; the inputs are not modified. At each scale
+    factor in ``outputs`` (extra step boundaries, see ``step_scale_factors``) ``on_output`` receives the
+    particles, their momenta half-kicked to that a with the force already computed there.
     """
-    a = settings.scale_factors(a_end)
+    a = step_scale_factors(settings, a_end, outputs)
+    wanted = {float(v) for v in np.atleast_1d(np.asarray(outputs, dtype=float))} if on_output else set()
     mesh = ForceMesh(settings.mesh_factor * particles_per_side, box_size, device=positions.device)
     growth = GrowthTable(cosmology)
     x = positions.clone()
@@ -198,10 +216,16 @@ def evolve(
         del force
         force = mesh.forces(x)
         a_momentum = a_mid
+        if float(a[i + 1]) in wanted and i + 1 < n:
+            p_out = p + force * growth.kick(a_momentum, float(a[i + 1]), float(a[i + 1]))
+            on_output(PMState(positions=_wrap(x, box_size), momenta=p_out, a=float(a[i + 1])))
         if on_step is not None:
             on_step(i + 1, n, float(a[i + 1]))
     p.add_(force, alpha=growth.kick(a_momentum, float(a[-1]), float(a[-1])))
-    return PMState(positions=_wrap(x, box_size), momenta=p, a=float(a[-1]))
+    final = PMState(positions=_wrap(x, box_size), momenta=p, a=float(a[-1]))
+    if float(a[-1]) in wanted:
+        on_output(final)
+    return final
 
 
 def _wrap(x: torch.Tensor, box_size: float) -> torch.Tensor:
