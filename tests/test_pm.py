@@ -108,3 +108,38 @@ def test_bad_settings_name_the_fix():
     with pytest.raises(ValueError, match=r"earlier than the output.*lower pm\.a_start"):
         PMSettings(a_start=0.6).scale_factors(0.5)
     assert np.allclose(PMSettings(steps=4, a_start=0.2).scale_factors(1.0), [0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+def test_outputs_on_the_way_grow_as_the_linear_growth_factor():
+    """Outputs are extra step boundaries with their own half kicks: each still follows D(a)."""
+    cosmo, n, box = Cosmology(), 32, 128.0
+    settings = PMSettings(steps=5, a_start=0.1)
+    q = lattice_positions(n, box).double()
+    wave = torch.sin(2 * math.pi / box * q[:, 0])
+    psi = torch.zeros_like(q)
+    psi[:, 0] = 0.01 * wave
+    seen = {}
+
+    def keep(state):
+        seen[round(state.a, 6)] = state
+
+    final = evolve(
+        (q + psi).float(),
+        (psi * cosmo.a_h_f(9.0)).float(),
+        cosmo,
+        box,
+        n,
+        1.0,
+        settings,
+        outputs=[0.33, 0.5, 1.0],
+        on_output=keep,
+    )
+    assert sorted(seen) == [0.33, 0.5, 1.0] and seen[1.0] is final
+    growth = GrowthTable(cosmo)
+    for a, state in seen.items():
+        displacement = torch.remainder(state.positions.double() - q + box / 2, box) - box / 2
+        amplitude = 2 * float((displacement[:, 0] * wave).mean())
+        velocity = 2 * float((state.velocities()[:, 0].double() * wave).mean())
+        expected = 0.01 * growth.d(a) / growth.d(0.1)
+        assert amplitude / expected == pytest.approx(1.0, abs=0.01)
+        assert velocity / (expected * cosmo.a_h_f(1 / a - 1)) == pytest.approx(1.0, abs=0.01)
