@@ -133,3 +133,44 @@ def test_light_cone_store_from_particle_mesh_snapshots(tmp_path):
         MockConfig(store="x", fields=["density"], lightcone={"snapshots": 2})
     with pytest.raises(ValueError, match="needs a lightcone block"):
         MockConfig(store="x", fields=["lightcone"])
+
+
+def test_light_cone_crops_get_only_the_sky_mirrors(tmp_path):
+    """A parameter network on light-cone histograms: augmentation uses the 4 mirrors of RA and DEC, never a
+    flip of the redshift axis or an RA/DEC swap."""
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.data.crops import sky_symmetries
+    from lss_lightning.run import build_data
+
+    cfg = MockConfig(
+        store=str(tmp_path / "cone"),
+        n_sims=3,
+        grid=8,
+        particles=16,
+        box_size=128.0,
+        power="eh",
+        design="latin_hypercube",
+        pm={"steps": 2},
+        fof={"min_particles": 3},
+        fields=["lightcone"],
+        lightcone={"z": [0.05, 0.15], "snapshots": 1},
+        device="cpu",
+    )
+    generate_store(cfg, progress=False)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        train_cfg = compose(
+            config_name="train",
+            overrides=[
+                "model=cnn3d",
+                f"data.store={cfg.store}",
+                "data.inputs=[lightcone]",
+                "data.crop=8",
+                "data.pad=0",
+            ],
+        )
+    dm = build_data(train_cfg)
+    symmetries = dm.symmetries()
+    assert symmetries == sky_symmetries() and len(symmetries) == 4
+    assert all(s.perm == (0, 1, 2) and not s.flips[2] for s in symmetries)

@@ -25,7 +25,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from lss_lightning.cosmology import PARAMETER_ALIASES, PARAMETER_NAMES
 from lss_lightning.data.chunks import ChunkCache, ChunkedField
-from lss_lightning.data.crops import apply_symmetry, cube_symmetries, read_periodic, tile_corners
+from lss_lightning.data.crops import (
+    apply_symmetry,
+    cube_symmetries,
+    read_periodic,
+    sky_symmetries,
+    tile_corners,
+)
 from lss_lightning.data.normalisation import FieldLayout, field_statistics
 from lss_lightning.data.store import FieldStore, StoreError
 
@@ -343,7 +349,16 @@ class FieldCropDataModule(L.LightningDataModule):
         return any(store.fields[n].space == "redshift" for n in self.input_names + self.target_field_names)
 
     def symmetries(self):
-        return cube_symmetries(self.open_store().los_axis if self.redshift_space else None)
+        """48 cube symmetries; 16 keeping the line of sight in redshift space; 4 sky mirrors for light cones."""
+        store = self.open_store()
+        axes = {store.fields[n].axes for n in self.input_names + self.target_field_names}
+        if len(axes) > 1:
+            raise StoreError(
+                f"{store.root}: cannot mix box fields and light-cone fields ({sorted(axes)}) in one sample"
+            )
+        if axes == {"ra,dec,z"}:
+            return sky_symmetries()
+        return cube_symmetries(store.los_axis if self.redshift_space else None)
 
     def setup(self, stage: str | None = None) -> None:
         store = self.open_store()
