@@ -94,9 +94,8 @@ class MockConfig:
     lpt_order: int = 2  # the LPT solver's order, and the order of the PM initial conditions
     pm: dict = field(default_factory=dict)  # PMSettings: steps, mesh_factor, a_start, stepping
     fof: dict = field(default_factory=dict)  # FoFSettings: linking_length, min_particles
-    lightcone: dict | None = (
-        None  # LightconeSettings: a light-cone store (fields: [lightcone]) instead of boxes
-    )
+    # LightconeSettings (ra, dec, z, snapshots, margin, mass_min, observer, rsd): a light-cone store instead
+    lightcone: dict | None = None
     mass_bins: list | None = field(default_factory=lambda: [[1.0e13, None]])  # Msun/h, [lo, hi)
     power: str = "camb"  # camb | eh
     design: str = "seeds"  # seeds | latin_hypercube
