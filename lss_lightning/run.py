@@ -18,9 +18,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from lss_lightning import checkpoints
+from lss_lightning.checkpoints import resolve_checkpoint
 from lss_lightning.config import register_resolvers, resolve_device
+from lss_lightning.preemption import EXIT_PREEMPTED
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -92,10 +96,15 @@ def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
 
 # -- entry points ---------------------------------------------------------------------------------
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured model and (cfg.evaluate) evaluate its best checkpoint; returns metrics."""
+    """Fit the configured model and (cfg.evaluate) evaluate its best checkpoint; returns metrics.
+
+    Resumes from ``cfg.ckpt_path`` (``last``: this run's newest checkpoint, see ``checkpoints``). Stopped
+    by SIGTERM, it saves a checkpoint and exits with ``EXIT_PREEMPTED`` (see ``preemption``).
+    """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
+    resume = resolve_checkpoint(cfg.get("ckpt_path"), out_dir) if cfg.get("train", True) else None
     out_dir.mkdir(parents=True, exist_ok=True)
     dm = build_data(cfg)
     model = build_model(cfg, dm)
@@ -109,7 +118,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     try:
         if cfg.get("train", True):
-            trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+            if resume is not None:
+                log.info("resuming training from %s", resume)
+            try:
+                trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
+            except SIGTERMException as stop:  # Lightning's is a SystemExit with code 0
+                raise SystemExit(EXIT_PREEMPTED) from stop
             metrics.update(_flat_metrics(dict(trainer.callback_metrics)))
         if cfg.get("evaluate", True) and trainer.is_global_zero:
             best = (
@@ -149,7 +163,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
     """Rebuild a task module from the configuration inside its checkpoint and load its state."""
-    checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    checkpoint = checkpoints.load(ckpt_path, map_location=map_location)
     config = checkpoint.get("lss_config")
     if config is None:
         raise ValueError(f"{ckpt_path} holds no lss_config: it was not written by lss-lightning's train.py")

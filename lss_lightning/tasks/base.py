@@ -1,5 +1,6 @@
 """What every task module shares: optimiser and scheduler built from Hydra partials, and the composed
-run configuration carried inside each checkpoint (so eval.py can rebuild data and model from it)."""
+run configuration carried inside each checkpoint (so eval.py can rebuild data and model from it).
+Checkpoints hold plain containers only, so they load with ``torch.load(..., weights_only=True)``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import lightning as L
 import torch
+
+from lss_lightning.checkpoints import plain
 
 
 class TaskModule(L.LightningModule):
@@ -47,7 +50,9 @@ class TaskModule(L.LightningModule):
         self.update_validation_metrics(output, batch)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["lss_config"] = self.run_config
+        checkpoint["lss_config"] = plain(self.run_config)
+        # Hydra list/dict arguments (e.g. metric_k) would need weights_only=False to load
+        checkpoint["hyper_parameters"] = plain(checkpoint.get("hyper_parameters", {}))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_config = checkpoint.get("lss_config")
