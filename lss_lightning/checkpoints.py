@@ -46,6 +46,11 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def load_config(path: str | os.PathLike) -> dict | None:
+    """The run configuration (``lss_config``) saved in a checkpoint, without reading its tensors."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("lss_config")
+
+
 def run_candidates(run_dir: Path) -> list[Path]:
     """Every checkpoint of a run that ``last`` may resume from."""
     ckpt_dir = run_dir / CHECKPOINT_DIR

@@ -25,6 +25,7 @@ from lss_lightning import checkpoints
 from lss_lightning.checkpoints import resolve_checkpoint
 from lss_lightning.config import register_resolvers, resolve_device
 from lss_lightning.preemption import EXIT_PREEMPTED
+from lss_lightning.preflight import check_training_config
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -105,6 +106,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     resume = resolve_checkpoint(cfg.get("ckpt_path"), out_dir) if cfg.get("train", True) else None
+    check_training_config(cfg, resume)  # before any data is read or generated
     out_dir.mkdir(parents=True, exist_ok=True)
     dm = build_data(cfg)
     model = build_model(cfg, dm)
