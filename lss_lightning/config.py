@@ -47,6 +47,21 @@ def _run_name() -> str:
     return f"slurm-{job}" + (f"_{task}" if task else "") + (f".{step}" if step else "")
 
 
+# command-line overrides that say where things are, not what is trained: left out of run labels
+_UNLABELLED = ("paths.", "data.store", "ckpt_path", "logger", "hydra", "trainer.devices", "trainer.num_nodes")
+
+
+def _overrides_label() -> str:
+    """``[key=value,...]`` of this job's command-line overrides (sweep parameters included), without paths
+    and launch settings; "" outside a Hydra app or without such overrides. Used in W&B run names."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    kept = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(_UNLABELLED)]
+    return f"[{','.join(kept)}]" if kept else ""
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``auto`` (or None): the first CUDA device if there is one, else the CPU; otherwise torch's name."""
     if name in (None, "auto"):
@@ -55,7 +70,13 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def register_resolvers() -> None:
-    for name, fn in (("lss_root", _repo_root), ("run_name", _run_name), ("unique_name", _unique_name)):
+    resolvers = (
+        ("lss_root", _repo_root),
+        ("run_name", _run_name),
+        ("unique_name", _unique_name),
+        ("overrides_label", _overrides_label),
+    )
+    for name, fn in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)
 

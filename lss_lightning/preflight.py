@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import difflib
 import logging
-import netrc
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lss_lightning import checkpoints
+from lss_lightning import checkpoints, tracking
 from lss_lightning.cosmology import PARAMETER_ALIASES, PARAMETER_NAMES, resolve_prior
 from lss_lightning.data.crops import tile_corners
 from lss_lightning.data.modules import parameter_name, split_simulations
@@ -450,27 +447,10 @@ def check_memory(
 # -- tracking -------------------------------------------------------------------------------------------
 def check_wandb(cfg: DictConfig) -> None:
     """Online W&B logging needs credentials; without them wandb.init would stop and prompt for a key."""
-    for name, logger in (cfg.get("logger") or {}).items():
-        if not isinstance(logger, DictConfig) or not str(logger.get("_target_", "")).endswith("WandbLogger"):
-            continue
-        offline = bool(logger.get("offline", False)) or os.environ.get("WANDB_MODE") in (
-            "offline",
-            "disabled",
-        )
-        if not offline and not wandb_credentials():
+    for name, logger in tracking.wandb_loggers(cfg):
+        if not tracking.is_offline(logger) and not tracking.has_credentials():
             raise ConfigError(
                 "W&B online logging needs credentials (WANDB_API_KEY, or `wandb login` on this machine); "
                 "none were found, and wandb would stop to prompt for them",
                 f"logger.{name}.offline=true (sync later with `wandb sync`), or run `wandb login` first",
             )
-
-
-def wandb_credentials() -> bool:
-    """True if an API key is in the environment or ~/.netrc for the W&B host (where `wandb login` puts it)."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
