@@ -431,6 +431,10 @@ def check_memory(
     """One training step's estimated memory (``memory``) against what the training device has free."""
     batch = int(cfg.data.batch_size)
     device, budget = _device(cfg), _budget(cfg)
+    if device.type == "cpu":  # the loaders' chunk caches share the host: train and validation workers
+        budget -= (
+            int(float(cfg.data.get("chunk_cache_mb", 0)) * 2**20) * 2 * max(1, int(cfg.data.num_workers))
+        )
     need = memory.total(batch)
     if need <= budget:
         return
