@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -112,7 +113,8 @@ def main() -> None:
     gpu = torch.cuda.is_available()
     args.workers = args.workers if args.workers is not None else (4 if gpu else 0)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, GPU: {gpu and torch.cuda.get_device_name()}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, GPU: {gpu and torch.cuda.get_device_name()}; "
+        f"load average {os.getloadavg()[0]:.1f} (other processes on the same cores slow every case down)"
     )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
