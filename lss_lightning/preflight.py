@@ -155,14 +155,24 @@ def check_resume(cfg: DictConfig, ckpt: Path) -> None:
             "ckpt_path=null (start from scratch) or a checkpoint of this project",
         )
     for key in SHAPE_KEYS:
-        old, new = _select(saved, key), _plain(OmegaConf.select(cfg, key))
-        if old != new:
-            raise ConfigError(
-                f"ckpt_path resumes {ckpt}, trained with {key}={_override_value(old)}, but this run asks for "
-                f"{key}={_override_value(new)}",
-                f"{key}={_override_value(old)} to resume it, or ckpt_path=null in a new run directory "
-                "to start from scratch",
-            )
+        old = dict(_leaves(key, _select(saved, key)))
+        new = dict(_leaves(key, _plain(OmegaConf.select(cfg, key))))
+        for leaf in sorted(old.keys() | new.keys()):
+            if old.get(leaf) != new.get(leaf):
+                was, now = _override_value(old.get(leaf)), _override_value(new.get(leaf))
+                raise ConfigError(
+                    f"ckpt_path resumes {ckpt}, trained with {leaf}={was}, but this run asks for {leaf}={now}",
+                    f"{leaf}={was} to resume it, or ckpt_path=null in a new run directory to start from scratch",
+                )
+
+
+def _leaves(prefix: str, value):
+    """(dotted key, value) of every non-mapping value under ``prefix``."""
+    if isinstance(value, Mapping):
+        for key, sub in value.items():
+            yield from _leaves(f"{prefix}.{key}", sub)
+    else:
+        yield prefix, value
 
 
 def _select(tree: Mapping, dotted: str):
@@ -178,6 +188,8 @@ def _plain(value):
 
 
 def _override_value(value) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, list):
         return "[" + ",".join(map(str, value)) + "]"
     return str(value)
