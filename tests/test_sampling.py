@@ -61,6 +61,8 @@ def test_resumed_epoch_reads_only_the_remaining_batches():
     assert len(list(resumed)) == len(expected)  # only the resumed epoch starts late
     resumed.resume(epoch=3, batches_done=len(expected))  # an end-of-epoch checkpoint: the next epoch
     assert resumed.epoch == 4 and len(list(resumed)) == len(expected)
+    resumed.resume(epoch=4, batches_done=2, epoch_length=2)  # the trainer takes 2 batches an epoch
+    assert resumed.epoch == 5 and len(list(resumed)) == len(expected)
 
 
 def test_blocks_cover_every_index_once():

@@ -422,16 +422,20 @@ class FieldCropDataModule(L.LightningDataModule):
         return ResumableLoader(
             self.train_set,
             batch_sampler=batches,
-            batches_done=self._batches_done,
+            progress=self._epoch_progress,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
         )
 
-    def _batches_done(self) -> int:
-        """Training batches completed in the current epoch (0 outside a trainer)."""
+    def _epoch_progress(self) -> tuple[int, int]:
+        """(training batches completed in the current epoch, batches per epoch); (0, 0) outside a trainer."""
         trainer = getattr(self, "trainer", None)
-        return trainer.fit_loop.epoch_loop.batch_progress.current.completed if trainer is not None else 0
+        if trainer is None:
+            return 0, 0
+        length = trainer.num_training_batches
+        completed = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return completed, int(length) if length != float("inf") else 0
 
     def val_dataloader(self) -> DataLoader:
         rank, world = self.rank_and_world()

@@ -77,9 +77,10 @@ class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
             return np.arange(self.n)
         return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
 
-    def resume(self, epoch: int, batches_done: int) -> None:
-        """Continue epoch ``epoch`` after its first ``batches_done`` batches (or start the next one)."""
-        finished = batches_done >= self.batches
+    def resume(self, epoch: int, batches_done: int, epoch_length: int | None = None) -> None:
+        """Continue epoch ``epoch`` after its first ``batches_done`` batches, or start the next one if the
+        epoch was over (``epoch_length``: batches the trainer takes per epoch, default all)."""
+        finished = batches_done >= min(self.batches, epoch_length or self.batches)
         self.set_epoch(epoch + 1 if finished else epoch)
         self.start_batch = 0 if finished else int(batches_done)
 
@@ -120,16 +121,17 @@ class BlockSampler(Sampler[int]):
 class ResumableLoader(DataLoader):
     """A training DataLoader over a ``ShardedBatchSampler`` whose state resumes an epoch where it stopped.
 
-    ``batches_done``: returns how many batches of the current epoch training has completed (read when
-    Lightning saves a checkpoint). Lightning calls ``state_dict`` / ``load_state_dict`` itself.
+    ``progress``: returns (batches of the current epoch training has completed, batches it takes per
+    epoch), read when Lightning saves a checkpoint. Lightning calls ``state_dict`` / ``load_state_dict``.
     """
 
-    def __init__(self, *args, batches_done: Callable[[], int], **kwargs):
+    def __init__(self, *args, progress: Callable[[], tuple[int, int]], **kwargs):
         super().__init__(*args, **kwargs)
-        self._batches_done = batches_done
+        self._progress = progress
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.batch_sampler.epoch, "batches_done": int(self._batches_done())}
+        done, length = self._progress()
+        return {"epoch": self.batch_sampler.epoch, "batches_done": int(done), "epoch_length": int(length)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.batch_sampler.resume(int(state["epoch"]), int(state["batches_done"]))
+        self.batch_sampler.resume(int(state["epoch"]), int(state["batches_done"]), state.get("epoch_length"))
