@@ -6,7 +6,7 @@ built in a temporary folder, or --store/--lh-store), timed by Lightning's Throug
 20^3 crops padded by 6), the generic 3D CNN and the tiny 3D ViT (32^3 crops), batch 16. Precisions:
 32-true and bf16-mixed; on a GPU also bf16-mixed with torch.compile (channels-last-3d is on for 3D
 convolutions on CUDA). Last, the U-net at 32-true with DDP over 2 CPU processes (gloo, one thread each)
-against 1 process (two threads): the samples/s ratio, global batch 2 x 16 against 16.
+against 1 process (all threads, and one thread): the samples/s ratio, global batch 2 x 16 against 16.
 Run: .venv/bin/python bench/bench_throughput.py [--measure 12] [--cases unet,cnn3d,vit3d] [--no-ddp]
 """
 
@@ -129,7 +129,7 @@ def main() -> None:
         if gpu:
             devices += [("gpu", "32-true", False), ("gpu", "bf16-mixed", False), ("gpu", "bf16-mixed", True)]
         print(f"\n  {'backbone':<8} {'device':<6} {'precision':<22} {'samples/s':>10}")
-        for backbone in args.cases.split(","):
+        for backbone in filter(None, args.cases.split(",")):
             for accelerator, precision, compiled in devices:
                 out = tmp / f"{backbone}_{accelerator}_{precision}_{compiled}"
                 rate = samples_per_second(
@@ -138,11 +138,16 @@ def main() -> None:
                 label = precision + (" + torch.compile" if compiled else "")
                 print(f"  {backbone:<8} {accelerator:<6} {label:<22} {rate:10.1f}", flush=True)
         if not args.no_ddp:
+            threads = torch.get_num_threads()
             one = samples_per_second("unet", fields, tmp / "ddp1", "32-true", "cpu", args)
+            torch.set_num_threads(1)  # the threads each DDP process gets on 2 cores
+            one_thread = samples_per_second("unet", fields, tmp / "ddp1t", "32-true", "cpu", args)
+            torch.set_num_threads(threads)
             two = samples_per_second("unet", fields, tmp / "ddp2", "32-true", "cpu", args, devices=2)
             print(
-                f"\nU-net 32-true on CPU: 1 process {one:.1f} samples/s, 2 DDP processes (gloo) {two:.1f} "
-                f"samples/s: ratio {two / one:.2f}"
+                f"\nU-net 32-true on CPU: 1 process ({threads} threads) {one:.1f} samples/s, 1 process (1 thread) "
+                f"{one_thread:.1f}, 2 DDP processes (gloo, 1 thread each) {two:.1f}: "
+                f"2 processes / 1 process = {two / one:.2f}"
             )
 
 
