@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,31 @@ def plain(value: Any) -> Any:
     return value
 
 
-def load(path: str | os.PathLike, map_location="cpu") -> dict:
-    """A checkpoint read with torch's safe (weights-only) unpickler."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+def load(path: str | os.PathLike, map_location="cpu", mmap: bool = False) -> dict:
+    """A checkpoint read with torch's safe (weights-only) unpickler; ``mmap``: tensors read lazily."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path} holds more than tensors and plain containers (an lss-lightning checkpoint from before "
+            "they were plain, or not ours), so it cannot be loaded safely. If you trust the file, convert it "
+            f"once: python -c \"from lss_lightning.checkpoints import upgrade; upgrade('{path}')\""
+        ) from err
 
 
 def load_config(path: str | os.PathLike) -> dict | None:
     """The run configuration (``lss_config``) saved in a checkpoint, without reading its tensors."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("lss_config")
+    return load(path, mmap=True).get("lss_config")
+
+
+def upgrade(path: str | os.PathLike) -> None:
+    """Rewrite a trusted checkpoint whose hyper-parameters hold Hydra containers with plain ones, in place.
+    Uses torch's full unpickler, which can run code stored in the file: only for your own checkpoints."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("hyper_parameters", "lss_config"):
+        if key in checkpoint:
+            checkpoint[key] = plain(checkpoint[key])
+    torch.save(checkpoint, path)
 
 
 def run_candidates(run_dir: Path) -> list[Path]:

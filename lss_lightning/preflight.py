@@ -4,8 +4,8 @@ batches allocated: each problem raises ``ConfigError``, naming what is wrong and
 Checked, in order: trainer settings that would silently break correctness; the store (present, or
 buildable from ``data.generate``; the Quijote converter otherwise); the resumed checkpoint against this
 configuration; input and target names against the store's fields and varying parameters, and against
-what the model predicts; crop and padding against the box and the network (a throwaway model run on the
-meta device, so nothing is allocated); the splits against the number of processes; the memory of one
+what the model predicts; crop and padding against the box and the network (a throwaway model, small,
+whose forward runs on the meta device, so no batch or activation memory is allocated); the splits against the number of processes; the memory of one
 training step against the device; W&B credentials when logging online (W&B would otherwise prompt).
 The store is known from its manifest alone, or, for a mock store still to be generated, from the
 generator settings, so a bad configuration stops before the store is built.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -429,7 +430,7 @@ def _processes(cfg: DictConfig) -> int | None:
 def _device(cfg: DictConfig) -> torch.device:
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", 0)
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # this rank's GPU
     return torch.device("cpu")
 
 

@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+import torch
 from run_configs import finish, run_train_py, start_train_py, tiny_training
 
 from lss_lightning import checkpoints
@@ -118,3 +120,14 @@ def test_last_means_the_newest_checkpoint_of_the_run(tmp_path):
     assert checkpoints.resolve_checkpoint(str(tmp_path), tmp_path / "elsewhere") == paths[-1]
     assert checkpoints.resolve_checkpoint("last", tmp_path / "empty") is None  # a first start
     assert checkpoints.resolve_checkpoint(None, tmp_path) is None
+
+
+def test_checkpoint_with_hydra_containers_is_refused_with_the_upgrade_command(tmp_path):
+    from omegaconf import OmegaConf
+
+    old = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": {"metric_k": OmegaConf.create([0.1, 0.3])}, "lss_config": {}}, old)
+    with pytest.raises(ValueError, match=r"upgrade\('.*old\.ckpt'\)"):
+        checkpoints.load(old)
+    checkpoints.upgrade(old)
+    assert checkpoints.load(old)["hyper_parameters"]["metric_k"] == [0.1, 0.3]
