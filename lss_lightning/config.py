@@ -36,15 +36,16 @@ def _unique_name() -> str:
 def _run_name() -> str:
     """The run directory's name: stable across a SLURM requeue, unique otherwise.
 
-    In a SLURM job: ``slurm-<job id>[_<array task id>][.<step id>]``, shared by every rank that srun
-    starts and found again by the requeued job (so ``ckpt_path=last`` resumes it). Elsewhere:
-    ``<date>_<time>_<6 random hex digits>``.
+    In a SLURM batch job: ``slurm-<job id>[_<array task id>]``, shared by every rank that srun starts and
+    found again by the requeued job (so ``ckpt_path=last`` resumes it). Elsewhere, and in interactive
+    allocations (job name ``bash`` or ``interactive``, which Lightning does not treat as SLURM jobs
+    either): ``<date>_<time>_<6 random hex digits>``.
     """
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
-    if not job:
+    if not job or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
         return _unique_name()
-    task, step = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_STEP_ID")
-    return f"slurm-{job}" + (f"_{task}" if task else "") + (f".{step}" if step else "")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"slurm-{job}" + (f"_{task}" if task else "")
 
 
 # command-line overrides that say where things are, not what is trained: left out of run labels
