@@ -93,7 +93,8 @@ def test_ckpt_path_last_resumes_the_run_and_its_offline_wandb_run(tiny_store, tm
     assert logged["test/unet/vector/0.3/r"] == first["test/unet/vector/0.3/r"]
     assert list(log.parent.glob("files/media/images/eval/spectra_*.png"))  # eval plots as images
     (meta,) = [r.run for r in wandb_records(log) if r.HasField("run")][:1]
-    assert (meta.run_group, list(meta.tags), meta.job_type) == ("resume_check", ["velocity", "test"], "train")
+    assert (meta.display_name, meta.run_group, meta.job_type) == ("resume_check", "resume_check", "train")
+    assert list(meta.tags) == ["velocity", "test"]
     assert checkpoints.load(run / "checkpoints" / "last.ckpt")["global_step"] == STEPS_PER_EPOCH
 
     # the same run directory, two epochs: ckpt_path=last (the default) continues from epoch 1
