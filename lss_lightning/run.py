@@ -18,9 +18,14 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from lss_lightning import checkpoints, tracking
+from lss_lightning.checkpoints import resolve_checkpoint
 from lss_lightning.config import register_resolvers, resolve_device
+from lss_lightning.preemption import EXIT_PREEMPTED
+from lss_lightning.preflight import check_training_config
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -90,12 +95,28 @@ def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def _best_scores(trainer) -> dict[str, float]:
+    """``<monitor>_best``: the best monitored value of the run (e.g. val/loss_best), from ModelCheckpoint."""
+    callback = trainer.checkpoint_callback
+    score = getattr(callback, "best_model_score", None)
+    if score is None or not getattr(callback, "monitor", None):
+        return {}
+    return {f"{callback.monitor}_best": float(score)}
+
+
 # -- entry points ---------------------------------------------------------------------------------
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured model and (cfg.evaluate) evaluate its best checkpoint; returns metrics."""
+    """Fit the configured model and (cfg.evaluate) evaluate its best checkpoint; returns metrics.
+
+    Resumes from ``cfg.ckpt_path`` (``last``: this run's newest checkpoint, see ``checkpoints``). Stopped
+    by SIGTERM, it saves a checkpoint and exits with ``EXIT_PREEMPTED`` (see ``preemption``).
+    """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
+    resume = resolve_checkpoint(cfg.get("ckpt_path"), out_dir) if cfg.get("train", True) else None
+    check_training_config(cfg, resume)  # before any data is read or generated
+    tracking.assign_run_ids(cfg, resume)  # a resumed training continues its W&B run
     out_dir.mkdir(parents=True, exist_ok=True)
     dm = build_data(cfg)
     model = build_model(cfg, dm)
@@ -107,10 +128,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in loggers:
         logger.log_hyperparams(model.run_config)
     metrics: dict[str, float] = {}
+    exit_code = 1  # what W&B records if training does not return normally
     try:
         if cfg.get("train", True):
-            trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+            if resume is not None:
+                log.info("resuming training from %s", resume)
+            try:
+                trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
+            except SIGTERMException as stop:  # Lightning's is a SystemExit with code 0
+                raise SystemExit(EXIT_PREEMPTED) from stop
             metrics.update(_flat_metrics(dict(trainer.callback_metrics)))
+            metrics.update(_best_scores(trainer))
         if cfg.get("evaluate", True) and trainer.is_global_zero:
             best = (
                 getattr(trainer.checkpoint_callback, "best_model_path", "")
@@ -121,8 +149,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 log.info("evaluating the best checkpoint %s", best)
                 model = load_model(best, map_location="cpu")
             metrics.update(run_evaluation(cfg, model, dm, out_dir / "eval", loggers))
+        exit_code = 0
+    except SystemExit as stop:
+        exit_code = stop.code if isinstance(stop.code, int) else 1
+        raise
     finally:
-        _finish_loggers(loggers)
+        _finish_loggers(loggers, exit_code)
     return metrics
 
 
@@ -149,7 +181,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
     """Rebuild a task module from the configuration inside its checkpoint and load its state."""
-    checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    checkpoint = checkpoints.load(ckpt_path, map_location=map_location)
     config = checkpoint.get("lss_config")
     if config is None:
         raise ValueError(f"{ckpt_path} holds no lss_config: it was not written by lss-lightning's train.py")
@@ -245,15 +277,16 @@ def log_figure(logger, name: str, path: Path) -> None:
         logger.experiment.add_image(name, mpimg.imread(path)[..., :3], dataformats="HWC")
 
 
-def _finish_loggers(loggers) -> None:
-    """Close W&B runs (the trainer already finalised the loggers it used)."""
+def _finish_loggers(loggers, exit_code: int = 0) -> None:
+    """Close W&B runs (the trainer already finalised the loggers it used); a non-zero exit code marks
+    the W&B run as failed (e.g. preempted: it resumes under the same id)."""
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             import wandb
 
-            wandb.finish()  # otherwise the next multirun job logs into this run
+            wandb.finish(exit_code=exit_code)  # otherwise the next multirun job logs into this run
 
 
 def _print_summary(metrics: dict, out_dir: Path) -> None:

@@ -181,6 +181,7 @@ def test_wu2023_experiment_on_halo_channels_with_magnitude_direction_output(tiny
             "experiment=wu2023",
             f"data.store={tiny_halo_store.root}",
             f"paths.output_dir={tmp_path}",
+            "data.crop=13",  # the largest wu2023 output that fits the 16^3 box (45 in the paper)
             "data.batch_size=2",
             "data.num_workers=0",
             "model.net.width=4",
