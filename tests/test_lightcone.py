@@ -142,6 +142,7 @@ def test_light_cone_crops_get_only_the_sky_mirrors(tmp_path):
 
     from lss_lightning.config import CONF_DIR
     from lss_lightning.data.crops import sky_symmetries
+    from lss_lightning.data.store import StoreError
     from lss_lightning.run import build_data
 
     cfg = MockConfig(
@@ -174,3 +175,24 @@ def test_light_cone_crops_get_only_the_sky_mirrors(tmp_path):
     symmetries = dm.symmetries()
     assert symmetries == sky_symmetries() and len(symmetries) == 4
     assert all(s.perm == (0, 1, 2) and not s.flips[2] for s in symmetries)
+    dm.setup("fit")
+    stored = dm.store.read(dm.splits["train"][0], "lightcone")[0]
+    for epoch in range(6):  # every draw is the whole histogram, at most mirrored in RA and DEC
+        item = dm.train_set[(epoch, 0)]
+        assert item["corner"].tolist() == [0, 0, 0]
+        crop = item["input"][0].numpy()
+        mirrors = [stored, stored[::-1], stored[:, ::-1], stored[::-1, ::-1]]
+        assert any(np.array_equal(crop, m) for m in mirrors)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        shifted = compose(
+            config_name="train",
+            overrides=[
+                "model=cnn3d",
+                f"data.store={cfg.store}",
+                "data.inputs=[lightcone]",
+                "data.crop=6",
+                "data.pad=0",
+            ],
+        )
+    with pytest.raises(StoreError, match=r"not periodic.*data\.crop=8 data\.pad=0"):
+        build_data(shifted)

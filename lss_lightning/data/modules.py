@@ -316,6 +316,7 @@ class FieldCropDataModule(L.LightningDataModule):
         if self.store is None:
             store = FieldStore(self.store_root)
             store.require_fields(self.input_names + self.target_field_names)
+            self._check_lightcone_geometry(store)
             missing = store.missing()
             if missing:
                 raise StoreError(
@@ -326,6 +327,24 @@ class FieldCropDataModule(L.LightningDataModule):
             self.splits = load_or_make_splits(store, fractions, int(self.split_cfg.get("seed", 0)))
             self.store = store
         return self.store
+
+    def _sample_axes(self, store: FieldStore) -> set[str]:
+        return {store.fields[n].axes for n in self.input_names + self.target_field_names}
+
+    def _check_lightcone_geometry(self, store: FieldStore) -> None:
+        """A light-cone histogram is not periodic: the network sees all of it, at its own place."""
+        if "ra,dec,z" not in self._sample_axes(store):
+            return
+        if self.geometry.pad != 0 or self.geometry.crop != store.grid:
+            raise StoreError(
+                f"{store.root} holds light-cone histograms (axes RA, DEC, z), which are not periodic: the network "
+                f"takes the whole {store.grid}^3 histogram; set data.crop={store.grid} data.pad=0"
+            )
+
+    @property
+    def lightcone(self) -> bool:
+        """True when the samples are light-cone histograms (one whole histogram per simulation)."""
+        return "ra,dec,z" in self._sample_axes(self.open_store())
 
     @property
     def parameter_names(self) -> list[str]:
@@ -378,7 +397,7 @@ class FieldCropDataModule(L.LightningDataModule):
     def symmetries(self):
         """48 cube symmetries; 16 keeping the line of sight in redshift space; 4 sky mirrors for light cones."""
         store = self.open_store()
-        axes = {store.fields[n].axes for n in self.input_names + self.target_field_names}
+        axes = self._sample_axes(store)
         if len(axes) > 1:
             raise StoreError(
                 f"{store.root}: cannot mix box fields and light-cone fields ({sorted(axes)}) in one sample"
@@ -403,7 +422,7 @@ class FieldCropDataModule(L.LightningDataModule):
             store.root,
             self.splits["train"],
             parameters=self.parameter_table(self.splits["train"]) if params else None,
-            random_crops=crops,
+            random_crops=None if self.lightcone else crops,  # light cones: the whole histogram, mirrored
             symmetries=self.symmetries() if self.augment else None,
             **common,
         )
