@@ -17,13 +17,9 @@ from torch.utils.data import DataLoader
 from lss_lightning.fields.spectra import power_spectrum
 from lss_lightning.models.cnn import CNN3D
 from lss_lightning.models.vit import create_vit3d
-from lss_lightning.tasks.inference import (
-    ParameterInference,
-    binned_power_spectrum,
-    fourier_power_channels,
-    summary_bin_edges,
-)
+from lss_lightning.tasks.inference import ParameterInference, binned_power_spectrum, fourier_power_channels
 from lss_lightning.tasks.losses import MomentNetworkLoss, moment_network_loss
+from lss_lightning.tasks.summaries import summary_bin_edges
 
 # -- moment-network loss -----------------------------------------------------------------------------
 
@@ -261,6 +257,6 @@ def test_setup_checks_the_data_against_the_model():
     with pytest.raises(ValueError, match="unknown summaries"):
         task(summaries=["bispectrum"])
     with pytest.raises(ValueError, match="loss must be"):
-        task(loss="gaussian_nll")
+        task(loss="gaussian")
     with pytest.raises(ValueError, match="range"):
         task(parameter_ranges={"offset": (1.0, -1.0), "amplitude": (0.5, 2.0)})
