@@ -46,6 +46,9 @@ def _global_rank() -> int:
 def build_data(cfg: DictConfig):
     """The data module, with its store built (rank 0) or awaited (other ranks) when it is absent."""
     dm = instantiate(cfg.data)
+    if "model" in cfg and hasattr(dm, "check_targets"):  # bad targets fail here, before a store is built
+        task = get_class(cfg.model._target_)
+        dm.check_targets(getattr(task, "target_kind", "fields"), f"model {task.__name__}")
     if _global_rank() == 0:
         dm.prepare_data()
     else:
@@ -158,7 +161,7 @@ def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
     saved = ("input_layouts", "target_layouts", "parameter_names", "img_size")  # what the data told the task
     model = instantiate(cfg.model, **{k: hparams[k] for k in saved if k in hparams})
     model.load_state_dict(checkpoint["state_dict"])
-    model.run_config = config
+    model.on_load_checkpoint(checkpoint)  # the run config (and what else the task keeps in checkpoints)
     return model
 
 
@@ -178,7 +181,15 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
     if dm.target_kind == "parameters":
         from lss_lightning.evaluate.inference import evaluate_inference, plot_parameters
 
-        metrics = evaluate_inference(model, store, sims, parameter_names=dm.parameter_names, **common)
+        metrics = evaluate_inference(
+            model,
+            store,
+            sims,
+            parameter_names=dm.parameter_names,
+            settings=settings,
+            splits=dm.splits,
+            **common,
+        )
         figures = (
             {"parameters": plot_parameters(metrics, out_dir / "parameters.png")}
             if settings.get("plots", True)
@@ -271,7 +282,16 @@ def _print_parameter_summary(metrics: dict, out_dir: Path) -> None:
     table = Table(
         title=f"parameters of {len(metrics['simulations'])} test boxes ({metrics['subvolumes_per_box']} sub-volumes each)"
     )
-    for column in ("parameter", "RMSE", "relative error", "R^2", "mean sigma"):
+    for column in (
+        "parameter",
+        "RMSE",
+        "relative error",
+        "R^2",
+        "mean sigma",
+        "chi2/N",
+        "cov. 68%",
+        "cov. 95%",
+    ):
         table.add_column(column)
     for name, s in metrics["summary"].items():
         table.add_row(
@@ -280,6 +300,9 @@ def _print_parameter_summary(metrics: dict, out_dir: Path) -> None:
             _fmt(s["relative_error"], 4),
             _fmt(s["r2"]),
             _fmt(s.get("mean_sigma"), 4),
+            _fmt(s.get("reduced_chi2"), 2),
+            _fmt(s.get("coverage_68"), 2),
+            _fmt(s.get("coverage_95"), 2),
         )
     Console().print(table)
     Console().print(f"metrics and plots: {out_dir}")

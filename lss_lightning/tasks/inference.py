@@ -259,6 +259,7 @@ class ParameterInference(TaskModule):
             raise ValueError("a summary-only network takes no field: set model.fourier_channel=false")
         self.val_errors = ParameterErrors(len(self.parameter_names))
         self._epoch_start, self._epoch_samples = None, 0
+        self.epoch_timing: list[dict[str, float]] = []  # per training epoch, kept in checkpoints
         if compile:
             self.net = torch.compile(self.net)
 
@@ -391,8 +392,18 @@ class ParameterInference(TaskModule):
         if self._epoch_start is None:
             return
         seconds = time.perf_counter() - self._epoch_start  # training batches only (validation runs after)
+        rate = self._epoch_samples / max(seconds, 1e-9)
+        self.epoch_timing.append({"seconds": seconds, "samples_per_second": rate})
         self.log("train/seconds_per_epoch", seconds)
-        self.log("train/samples_per_second", self._epoch_samples / max(seconds, 1e-9))
+        self.log("train/samples_per_second", rate)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["lss_epoch_timing"] = list(self.epoch_timing)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.epoch_timing = list(checkpoint.get("lss_epoch_timing", []))
 
     def update_validation_metrics(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         mean, std = self.decode_output(output)
