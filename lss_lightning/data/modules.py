@@ -254,15 +254,14 @@ class FieldCropDataModule(L.LightningDataModule):
             self.check_crop_fits(int(self.generate["grid"]))
 
     def check_crop_fits(self, grid: int) -> None:
-        """A sub-volume must fit in the box: a larger one would repeat the periodic box inside it. For
-        parameters the whole input crop is the sub-volume; for field targets the target crop (the padding
-        around it may wrap)."""
-        side = self.geometry.input_size if self.parameter_names else self.geometry.crop
-        if side > grid:
+        """For parameter targets, the sub-volume (the whole input crop) must fit in the box: a larger one
+        would repeat the periodic box inside it. (Field crops may wrap: tiles and stitching are periodic.)"""
+        side = self.geometry.input_size
+        if self.parameter_names and side > grid:
             raise ValueError(
                 f"the sub-volume of {side} cells per side (data.crop={self.geometry.crop} + 2 x data.pad="
                 f"{self.geometry.pad}) is larger than the {grid}-cell box of {self.store_root}; use "
-                f"data.crop <= {grid - (2 * self.geometry.pad if self.parameter_names else 0)} or a store with a finer grid"
+                f"data.crop <= {grid - 2 * self.geometry.pad} or a store with a finer grid"
             )
 
     def check_targets(self, kind: str, model: str = "the model") -> None:
