@@ -16,6 +16,14 @@ import torch
 from lss_lightning.models.vit import ViT3D
 
 
+def attention_weights(attn, tokens: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) of a timm ``Attention`` on (B, N, D) tokens -> (B, heads, N, N)."""
+    b, n, _ = tokens.shape
+    qkv = attn.qkv(tokens).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+    return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(-1)
+
+
 @torch.no_grad()
 def attention_rollout(vit: ViT3D, x: torch.Tensor) -> np.ndarray:
     """x: one normalised cube (1, C, n, n, n) as the ViT takes it -> (g, g, g) rollout map summing to 1."""
@@ -24,11 +32,7 @@ def attention_rollout(vit: ViT3D, x: torch.Tensor) -> np.ndarray:
     maps: list[torch.Tensor] = []
 
     def hook(attn, inputs, _output):
-        tokens = inputs[0]
-        b, n, _ = tokens.shape
-        qkv = attn.qkv(tokens).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
-        maps.append(((q * attn.scale) @ k.transpose(-2, -1)).softmax(-1).mean(1)[0].double())
+        maps.append(attention_weights(attn, inputs[0]).mean(1)[0].double())
 
     handles = [block.attn.register_forward_hook(hook) for block in vit.blocks]
     was_training = vit.training

@@ -1,12 +1,15 @@
 """Whole-box evaluation of parameter estimation: every sub-volume of each test box, combined per box.
 
 Each test box is tiled with the training crop size and every tile (sub-volume) is estimated. Box level
-(``summary``, ``estimates.csv``, ``parameters.png``): a moment / Gaussian-NLL network's sub-volume
-posteriors N(mu_i, sigma_i^2) are combined as independent measurements, mu = sum w_i mu_i / sum w_i,
-sigma = (sum w_i)^-1/2 with w_i = sigma_i^-2 (sub-volumes share the box's large-scale modes, so this
-sigma is a lower bound: the box coverage says how far off it is); an MSE network's box estimate is the
-plain mean and has no sigma (NaN). Per parameter: RMSE, mean relative error |pred - true| / |true|,
-R^2, reduced chi^2 = mean ((pred - true) / sigma)^2 and the 68% / 95% coverage.
+(``summary``, ``estimates.csv``, ``parameters.png``): the box estimate is the mean of its sub-volume
+means. Its sigma depends on how the sub-volume errors correlate, which a network does not say
+(``box_combination``): "correlated" (default) takes sigma^2 = mean_i sigma_i^2, as if the sub-volumes
+carried the same information (an upper bound: their errors share the box's large-scale modes and the
+network's bias at the box's cosmology); "independent" combines them as independent measurements,
+mu = sum w_i mu_i / sum w_i, sigma = (sum w_i)^-1/2 with w_i = sigma_i^-2 (a lower bound). The box
+coverage says which holds. An MSE network has no sigma (NaN). Per parameter: RMSE, mean relative
+error |pred - true| / |true|, R^2, reduced chi^2 = mean ((pred - true) / sigma)^2 and the 68% / 95%
+coverage.
 
 Sub-volume level (``calibration``): the network's own claim, each tile's N(mu_i, sigma_i^2) against the
 truth: coverage, rank (PIT) test and TARP (``evaluate.calibration``).
@@ -104,17 +107,24 @@ def estimate_crops(
     )
 
 
-def combine_boxes(est: CropEstimates) -> dict[str, np.ndarray | None]:
+BOX_COMBINATIONS = ("correlated", "independent")
+
+
+def combine_boxes(est: CropEstimates, combination: str = "correlated") -> dict[str, np.ndarray | None]:
     """Box truth, mean, std (None without a std) and sub-volume scatter, each (n_boxes, P); see the
-    module docstring for the combination."""
+    module docstring for the two combinations."""
+    if combination not in BOX_COMBINATIONS:
+        raise ValueError(f"box_combination must be one of {BOX_COMBINATIONS}, got {combination!r}")
     truth, mean, std, scatter = [], [], [], []
     for i in range(len(est.sim_ids)):
         rows = est.box == i
         m = est.mean[rows]
         truth.append(est.truth[rows][0])
         scatter.append(m.std(0))
-        if est.std is None:
+        if est.std is None or combination == "correlated":
             mean.append(m.mean(0))
+            if est.std is not None:
+                std.append(np.sqrt(np.mean(est.std[rows] ** 2, axis=0)))
         else:
             w = est.std[rows] ** -2
             mean.append((w * m).sum(0) / w.sum(0))
@@ -214,7 +224,8 @@ def evaluate_inference(
     tiles = estimate_crops(
         model, store, sim_ids, progress=progress, description="evaluating test boxes", **common
     )
-    boxes = combine_boxes(tiles)
+    combination = str(settings.get("box_combination", "correlated"))
+    boxes = combine_boxes(tiles, combination)
     names = list(parameter_names)
     summary = parameter_metrics(boxes["truth"], boxes["mean"], boxes["std"], names)
     for j, name in enumerate(names):
@@ -228,6 +239,7 @@ def evaluate_inference(
         "grid": store.grid,
         "crop": crop,
         "subvolumes_per_box": len(tile_corners(store.grid, crop)),
+        "box_combination": combination,
         "summary": summary,
         "per_simulation": {
             "truth": boxes["truth"].tolist(),
@@ -293,12 +305,14 @@ def fit_flow_posterior(
     }
 
 
-def evaluate_fiducial(model, store: FieldStore, common: Mapping, out_dir: Path) -> dict:
+def evaluate_fiducial(
+    model, store: FieldStore, common: Mapping, out_dir: Path, combination: str = "correlated"
+) -> dict:
     """Every box of a fiducial store (one cosmology, many seeds): scatter of the box estimates."""
     names = list(common["parameter_names"])
     store.require_fields(common["input_names"])
     tiles = estimate_crops(model, store, store.simulation_ids, description="fiducial boxes", **common)
-    boxes = combine_boxes(tiles)
+    boxes = combine_boxes(tiles, combination)
     write_estimates(
         out_dir / "fiducial_estimates.csv",
         store.simulation_ids,

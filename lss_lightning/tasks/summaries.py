@@ -120,6 +120,10 @@ class SummaryStatistics(nn.Module):
             raise ValueError(f"summary_binning must be one of {BINNINGS}, got {pk_binning!r}")
         self.pk_bins, self.pk_binning = int(pk_bins), pk_binning
         self.xi_bins, self.xi_range = int(xi_bins), [float(r) for r in xi_range]
+        if len(self.xi_range) != 2 or not 0.0 <= self.xi_range[0] < self.xi_range[1] <= 0.5:
+            raise ValueError(
+                f"xi_range must be [lo, hi] with 0 <= lo < hi <= 0.5 (fractions of the crop side), got {self.xi_range}"
+            )
         self.scattering = {
             "J": int(scattering_J),
             "L": int(scattering_L),
