@@ -3,6 +3,8 @@ the Hankel transform of its P(k); scattering against real-space convolution and 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -80,7 +82,7 @@ def test_xi_of_a_gaussian_field_is_the_hankel_transform_of_its_power():
     table = np.array([hankel(r) for r in radii])
     sep = separations(n).numpy().ravel()
     expected = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         inside = sep[(sep >= lo) & (sep < hi)]
         expected.append(np.interp(inside, radii, table).mean())
     expected = np.array(expected)
