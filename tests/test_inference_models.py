@@ -127,7 +127,7 @@ def test_cnn_accepts_other_sizes_and_says_the_minimum():
     with torch.no_grad():
         for n in (5, 17, 33):
             assert generic(torch.randn(1, 1, n, n, n)).shape == (1, 2)
-    assert list_cnn3ds() == ["cnn3d", "cnn3d_min2024"]
+    assert list_cnn3ds() == ["cnn3d", "cnn3d_hwang_sabiu", "cnn3d_min2024"]
 
 
 def test_cnn_configuration_errors():
@@ -190,7 +190,8 @@ def test_efficientnet_presets_follow_the_compound_scaling_of_tan_and_le():
         assert len(blocks) == sum(math.ceil(r * depth) for r in repeats)  # depth scaling of every stage
         assert all(b.has_se for b in blocks)  # squeeze-and-excitation everywhere
         assert model.num_features == int(1280 * width + 4) // 8 * 8  # width scaling, rounded to 8
-        assert all(isinstance(c, nn.Conv3d) for c in model.modules() if "Conv" in type(c).__name__)
+        depthwise = blocks[0]._depthwise_conv
+        assert isinstance(depthwise, nn.Conv3d) and depthwise.groups == depthwise.in_channels  # 3D MBConv
     assert n_params(create_efficientnet3d("efficientnet3d_b0", num_outputs=1)) == 4_689_661
 
 
