@@ -165,12 +165,14 @@ def report(results: dict[str, dict], names: list[str]) -> bool:
                 f"{_f(results[m]['summary'][p]['r2'], 3)} |"
             )
     print(
-        "\n| model | parameters | s / epoch | train samples / s | eval samples / s | train + eval min |\n|---|---|---|---|---|---|"
+        "\n| model | parameters | epochs | s / epoch (median, fastest) | train samples / s | eval samples / s "
+        "| train + eval min |\n|---|---|---|---|---|---|---|"
     )
     for m in models:
         r = results[m]["model"]
         print(
-            f"| {m} | {r['parameters']:,} | {results[m]['_epochs']} | {_f(r['seconds_per_epoch'], 1)} | "
+            f"| {m} | {r['parameters']:,} | {results[m]['_epochs']} | {_f(r['seconds_per_epoch'], 1)}, "
+            f"{_f(r.get('fastest_seconds_per_epoch'), 1)} | "
             f"{_f(r['train_samples_per_second'], 0)} | "
             f"{_f(r['eval_samples_per_second'], 0)} | {results[m]['_minutes']:.1f} |"
         )

@@ -68,7 +68,7 @@ def test_sample_coverage_agrees_with_the_gaussian_formula():
     assert all(e["consistent"] for e in report["parameters"].values())
 
 
-def test_flow_posterior_is_calibrated_on_a_toy_problem():
+def test_flow_posterior_is_calibrated_on_a_toy_problem(one_thread):
     """theta ~ U(box); s = theta + N(0, 0.03^2) and a useless summary: away from the box edges the
     posterior is N(s, 0.03^2); the flow must learn it from (s, theta) pairs alone."""
     rng = np.random.default_rng(3)

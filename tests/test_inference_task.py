@@ -325,7 +325,7 @@ def test_a_summary_only_network_refuses_the_fourier_channel():
 
 # -- the uncertainty losses learn the true scatter --------------------------------------------------
 @pytest.mark.parametrize("loss", [MomentNetworkLoss(), GaussianNLLLoss()], ids=["moment", "gaussian_nll"])
-def test_std_losses_learn_the_true_scatter_of_a_toy_gaussian_problem(loss):
+def test_std_losses_learn_the_true_scatter_of_a_toy_gaussian_problem(loss, one_thread):
     """theta | x ~ N(sin(3x), (0.05 + 0.25 x)^2), x ~ U(0, 1): a small MLP trained with the loss recovers
     the heteroscedastic sigma(x), not just its average."""
     g = torch.Generator().manual_seed(0)
