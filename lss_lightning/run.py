@@ -100,6 +100,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    fiducial = (cfg.get("evaluation") or {}).get("fiducial_store")
+    if cfg.get("evaluate", True) and fiducial and not (Path(fiducial) / "manifest.json").exists():
+        raise FileNotFoundError(
+            f"evaluation.fiducial_store={fiducial} is not a field store: build it first (a design=seeds mock set, "
+            "e.g. data=pm_fiducial; see the experiment's header) or set evaluation.fiducial_store=null"
+        )
     dm = build_data(cfg)
     model = build_model(cfg, dm)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)

@@ -261,6 +261,23 @@ def test_bad_targets_or_sub_volumes_fail_before_any_data_is_read(tmp_path, overr
     assert time.perf_counter() - start < 5 and not store.exists()  # no mock was generated
 
 
+def test_a_missing_fiducial_store_stops_before_training(tiny_lh_store, tmp_path):
+    cfg = _cfg(
+        "train",
+        [
+            "model=cnn3d",
+            "data=mocks_lh",
+            f"data.store={tiny_lh_store.root}",
+            "data.crop=16",
+            f"evaluation.fiducial_store={tmp_path / 'nowhere'}",
+            f"paths.output_dir={tmp_path}",
+        ],
+    )
+    with pytest.raises(FileNotFoundError, match="build it first"):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_sub_volume_larger_than_an_existing_box_fails_from_the_manifest(tiny_lh_store, tmp_path):
     cfg = _cfg(
         "train",
