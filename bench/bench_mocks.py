@@ -19,7 +19,14 @@ def _config(order: int):
     from lss_lightning.mocks.generate import MockConfig
 
     return MockConfig(
-        store="unused", n_sims=1, grid=128, box_size=256.0, lpt_order=order, fields=FIELDS, device="cpu"
+        store="unused",
+        n_sims=1,
+        grid=128,
+        box_size=256.0,
+        solver="lpt",
+        lpt_order=order,
+        fields=FIELDS,
+        device="cpu",
     )
 
 

@@ -88,7 +88,7 @@ def data_overrides(args: argparse.Namespace, store: Path) -> list[str]:
     if args.solver == "pm":
         base = ["data=pm_lh", f"data.generate.pm.steps={args.pm_steps}"]
     else:
-        base = ["data=mocks_lh", "data.generate.power=eh"]
+        base = ["data=mocks_lh", "data.generate.solver=lpt", "data.generate.power=eh"]
     return [
         *base,
         *generate,

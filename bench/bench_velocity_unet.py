@@ -1,11 +1,12 @@
 """Velocity reconstruction on held-out mocks: the Wu 2021 U-net against linear theory.
 
-Trains `experiment=wu2021` (2LPT mocks of 256 Mpc/h, 128^3 cells of 2 Mpc/h, 24 training / 4 validation /
-4 test boxes) with CPU-sized overrides, evaluates the best checkpoint on the 4 held-out test boxes, and
+Trains `experiment=wu2021` (particle-mesh mocks of 256 Mpc/h, 128^3 cells of 2 Mpc/h, 24 training /
+4 validation / 4 test boxes; add `data.generate.solver=lpt data.store=data/mocks/wu2021_lpt` for 2LPT mocks)
+with CPU-sized overrides, evaluates the best checkpoint on the 4 held-out test boxes, and
 prints r(k) and T(k) of the velocity at k = 0.1, 0.3, 0.5, 1.0 h/Mpc for the U-net and for linear theory
 v = i a H f delta k / k^2 from the same density, side by side. Passes if the U-net's r(k) beats linear
 theory at every k >= 0.3 h/Mpc.
-Run: .venv/bin/python bench/bench_velocity_unet.py [extra Hydra overrides]   (~35 min on 2 CPU cores)
+Run: .venv/bin/python bench/bench_velocity_unet.py [extra Hydra overrides]   (~45 min on 2 CPU cores, store included)
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def main(extra: list[str]) -> int:
     metrics = json.loads((Path(out) / "eval" / "metrics.json").read_text())
     summary = metrics["summary"]
     print(
-        f"\nvelocity reconstruction on {len(metrics['simulations'])} held-out 2LPT boxes "
+        f"\nvelocity reconstruction on {len(metrics['simulations'])} held-out {metrics['source']} boxes "
         f"({metrics['box_size']:g} Mpc/h, {metrics['grid']}^3, z = {metrics['redshift']:g}); "
         f"train + eval {minutes:.1f} min, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
     )

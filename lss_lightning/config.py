@@ -1,13 +1,15 @@
 """Where the Hydra configs live and the resolvers they use; no paths depend on the working directory.
 
 ``${lss_root:}`` is the repository root (the folder holding ``conf/`` beside the installed package),
-so ``paths.data_dir`` and ``paths.log_dir`` are absolute wherever a command starts.
+so ``paths.data_dir`` and ``paths.log_dir`` are absolute wherever a command starts. ``${run_name:}``
+names run directories (resolved once per process and cached, like Hydra's ``${now:}``).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 import torch
@@ -26,12 +28,39 @@ def _repo_root() -> str:
     return str(REPO_ROOT)
 
 
-def _job_tag() -> str:
-    """A tag unique per launched job: the SLURM job (and array task) id when there is one, plus random hex."""
-    slurm = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+def _unique_name() -> str:
+    """``<date>_<time>_<6 random hex digits>``: a name no other job takes (sweep directories)."""
+    return time.strftime("%Y-%m-%d_%H-%M-%S") + "_" + secrets.token_hex(3)
+
+
+def _run_name() -> str:
+    """The run directory's name: stable across a SLURM requeue, unique otherwise.
+
+    In a SLURM batch job: ``slurm-<job id>[_<array task id>]``, shared by every rank that srun starts and
+    found again by the requeued job (so ``ckpt_path=last`` resumes it). Elsewhere, and in interactive
+    allocations (job name ``bash`` or ``interactive``, which Lightning does not treat as SLURM jobs
+    either): ``<date>_<time>_<6 random hex digits>``.
+    """
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if not job or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return _unique_name()
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
-    parts = [p for p in (slurm, task) if p] + [secrets.token_hex(3)]
-    return "-".join(parts)
+    return f"slurm-{job}" + (f"_{task}" if task else "")
+
+
+# command-line overrides that say where things are, not what is trained: left out of run labels
+_UNLABELLED = ("paths.", "data.store", "ckpt_path", "logger", "hydra", "trainer.devices", "trainer.num_nodes")
+
+
+def _overrides_label() -> str:
+    """``[key=value,...]`` of this job's command-line overrides (sweep parameters included), without paths
+    and launch settings; "" outside a Hydra app or without such overrides. Used in W&B run names."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    kept = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(_UNLABELLED)]
+    return f"[{','.join(kept)}]" if kept else ""
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -42,7 +71,13 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def register_resolvers() -> None:
-    for name, fn in (("lss_root", _repo_root), ("job_tag", _job_tag)):
+    resolvers = (
+        ("lss_root", _repo_root),
+        ("run_name", _run_name),
+        ("unique_name", _unique_name),
+        ("overrides_label", _overrides_label),
+    )
+    for name, fn in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)
 

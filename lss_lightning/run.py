@@ -18,9 +18,14 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from lss_lightning import checkpoints, tracking
+from lss_lightning.checkpoints import resolve_checkpoint
 from lss_lightning.config import register_resolvers, resolve_device
+from lss_lightning.preemption import EXIT_PREEMPTED
+from lss_lightning.preflight import check_training_config
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -46,9 +51,6 @@ def _global_rank() -> int:
 def build_data(cfg: DictConfig):
     """The data module, with its store built (rank 0) or awaited (other ranks) when it is absent."""
     dm = instantiate(cfg.data)
-    if "model" in cfg and hasattr(dm, "check_targets"):  # bad targets fail here, before a store is built
-        task = get_class(cfg.model._target_)
-        dm.check_targets(getattr(task, "target_kind", "fields"), f"model {task.__name__}")
     if _global_rank() == 0:
         dm.prepare_data()
     else:
@@ -93,12 +95,28 @@ def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def _best_scores(trainer) -> dict[str, float]:
+    """``<monitor>_best``: the best monitored value of the run (e.g. val/loss_best), from ModelCheckpoint."""
+    callback = trainer.checkpoint_callback
+    score = getattr(callback, "best_model_score", None)
+    if score is None or not getattr(callback, "monitor", None):
+        return {}
+    return {f"{callback.monitor}_best": float(score)}
+
+
 # -- entry points ---------------------------------------------------------------------------------
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured model and (cfg.evaluate) evaluate its best checkpoint; returns metrics."""
+    """Fit the configured model and (cfg.evaluate) evaluate its best checkpoint; returns metrics.
+
+    Resumes from ``cfg.ckpt_path`` (``last``: this run's newest checkpoint, see ``checkpoints``). Stopped
+    by SIGTERM, it saves a checkpoint and exits with ``EXIT_PREEMPTED`` (see ``preemption``).
+    """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
+    resume = resolve_checkpoint(cfg.get("ckpt_path"), out_dir) if cfg.get("train", True) else None
+    check_training_config(cfg, resume)  # before any data is read or generated
+    tracking.assign_run_ids(cfg, resume)  # a resumed training continues its W&B run
     out_dir.mkdir(parents=True, exist_ok=True)
     fiducial = (cfg.get("evaluation") or {}).get("fiducial_store")
     if cfg.get("evaluate", True) and fiducial and not (Path(fiducial) / "manifest.json").exists():
@@ -116,10 +134,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in loggers:
         logger.log_hyperparams(model.run_config)
     metrics: dict[str, float] = {}
+    exit_code = 1  # what W&B records if training does not return normally
     try:
         if cfg.get("train", True):
-            trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+            if resume is not None:
+                log.info("resuming training from %s", resume)
+            try:
+                trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
+            except SIGTERMException as stop:  # Lightning's is a SystemExit with code 0
+                raise SystemExit(EXIT_PREEMPTED) from stop
             metrics.update(_flat_metrics(dict(trainer.callback_metrics)))
+            metrics.update(_best_scores(trainer))
         if cfg.get("evaluate", True) and trainer.is_global_zero:
             best = (
                 getattr(trainer.checkpoint_callback, "best_model_path", "")
@@ -130,8 +155,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 log.info("evaluating the best checkpoint %s", best)
                 model = load_model(best, map_location="cpu")
             metrics.update(run_evaluation(cfg, model, dm, out_dir / "eval", loggers))
+        exit_code = 0
+    except SystemExit as stop:
+        exit_code = stop.code if isinstance(stop.code, int) else 1
+        raise
     finally:
-        _finish_loggers(loggers)
+        _finish_loggers(loggers, exit_code)
     return metrics
 
 
@@ -158,7 +187,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
     """Rebuild a task module from the configuration inside its checkpoint and load its state."""
-    checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    checkpoint = checkpoints.load(ckpt_path, map_location=map_location)
     config = checkpoint.get("lss_config")
     if config is None:
         raise ValueError(f"{ckpt_path} holds no lss_config: it was not written by lss-lightning's train.py")
@@ -215,6 +244,7 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
             linear_smoothing=float(settings.get("linear_smoothing", 0.0)),
             linear_bias=float(settings.get("linear_bias", 1.0)),
             save_predictions=bool(settings.get("save_predictions", True)),
+            halos=settings.get("halos"),
             **common,
         )
         figures = {}
@@ -222,9 +252,19 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
             title = f"{metrics['target']} from {', '.join(dm.input_names)}: {len(sims)} test boxes of {store.box_size:g} Mpc/h"
             figures["spectra"] = plot_spectra(metrics["_sums"], out_dir / "spectra.png", title)
             figures["slices"] = plot_slices(metrics["_slices"], store.box_size, out_dir / "slices.png")
+            if "halos" in metrics:
+                from lss_lightning.evaluate.plots import plot_halo_clustering
+
+                figures["halos"] = plot_halo_clustering(
+                    metrics["halos"], out_dir / "halo_clustering.png", title
+                )
         flat = {
             f"test/{k}": v for k, v in _flat_metrics(metrics["summary"]).items() if k.endswith(("/T", "/r"))
         }
+        if "halos" in metrics:
+            flat.update(
+                _flat_metrics(metrics["halos"]["quadrupole_residual"], "test/halos/quadrupole_residual/")
+            )
         _print_summary(metrics, out_dir)
     from lightning.pytorch.loggers import CSVLogger
 
@@ -251,15 +291,16 @@ def log_figure(logger, name: str, path: Path) -> None:
         logger.experiment.add_image(name, mpimg.imread(path)[..., :3], dataformats="HWC")
 
 
-def _finish_loggers(loggers) -> None:
-    """Close W&B runs (the trainer already finalised the loggers it used)."""
+def _finish_loggers(loggers, exit_code: int = 0) -> None:
+    """Close W&B runs (the trainer already finalised the loggers it used); a non-zero exit code marks
+    the W&B run as failed (e.g. preempted: it resumes under the same id)."""
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             import wandb
 
-            wandb.finish()  # otherwise the next multirun job logs into this run
+            wandb.finish(exit_code=exit_code)  # otherwise the next multirun job logs into this run
 
 
 def _print_summary(metrics: dict, out_dir: Path) -> None:
@@ -278,7 +319,42 @@ def _print_summary(metrics: dict, out_dir: Path) -> None:
             row += [_fmt(entry["r"]), _fmt(entry["T"])]
         table.add_row(*row)
     Console().print(table)
+    if "halos" in metrics:
+        _print_halo_summary(metrics["halos"])
     Console().print(f"metrics, predictions and plots: {out_dir}")
+
+
+def _print_halo_summary(halos: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="velocities at the haloes [km/s]: line-of-sight rms and bias, 3D rms, correlation")
+    for column in (
+        "mass bin",
+        "haloes",
+        "true v_los rms",
+        *(f"{c} {lab}" for lab in ("unet", "linear") for c in ("rms", "bias", "3D", "r")),
+    ):
+        table.add_column(column)
+    for name, unet in halos["velocities"]["unet"].items():
+        if not unet["n_halos"]:
+            continue
+        linear = halos["velocities"]["linear"][name]
+        row = [name, str(unet["n_halos"]), _fmt(unet["true_los_rms"], 0)]
+        for entry in (unet, linear):
+            row += [
+                _fmt(entry["los_rms"], 0),
+                _fmt(entry["los_bias"], 1),
+                _fmt(entry["rms_3d"], 0),
+                _fmt(entry["los_correlation"]),
+            ]
+        table.add_row(*row)
+    Console().print(table)
+    residual = halos["quadrupole_residual"]
+    Console().print(
+        "halo xi_2 left after moving back (0 = real space restored, 1 = as in redshift space): "
+        f"U-net {residual['unet']:.3f}, linear theory {residual['linear']:.3f}"
+    )
 
 
 def _print_parameter_summary(metrics: dict, out_dir: Path) -> None:

@@ -62,6 +62,33 @@ def tiny_lh_store(tmp_path_factory):
     return generate_store(cfg, progress=False)
 
 
+WU2023_BINS = [[7e12, 1e13], [1e13, 1.4e13], [1.4e13, 2e13], [2e13, 3e13], [3e13, 4.5e13], [4.5e13, None]]
+
+
+@pytest.fixture(scope="session")
+def tiny_halo_store(tmp_path_factory):
+    """A 4-simulation particle-mesh store with FoF haloes: 32^3 particles (m_p = 7e11 Msun/h) in 64 Mpc/h,
+    16^3 cells, six mass bins from 10 particles up (Wu 2023's channels), halo velocities."""
+    from lss_lightning.mocks.generate import MockConfig, generate_store
+
+    root = tmp_path_factory.mktemp("stores") / "tiny_halos"
+    cfg = MockConfig(
+        store=str(root),
+        n_sims=4,
+        grid=16,
+        particles=32,
+        box_size=64.0,
+        power="eh",
+        solver="pm",
+        pm={"steps": 5},
+        fof={"min_particles": 10},
+        mass_bins=WU2023_BINS,
+        fields=["density", "halos", "halos_rsd", "halo_velocity_rsd", "velocity_linear_halos_rsd"],
+        device="cpu",
+    )
+    return generate_store(cfg, progress=False)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models train faster on one thread, and do not stall when other jobs load the cores."""

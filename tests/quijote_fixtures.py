@@ -26,7 +26,8 @@ LH_ROWS = np.array(
         [0.4200, 0.060, 0.5600, 0.8800, 0.910],
     ]
 )
-HALO_MASSES = np.array([2e12, 5e12, 1.2e13, 3e13, 6e13, 1.5e14, 4e14, 9e14, 2.5e13, 8e13])  # Msun/h
+HALO_PARTICLES = np.array([3, 8, 18, 46, 92, 231, 615, 1385, 38, 123])  # member particles (FoF GroupLen)
+HALO_MASSES = HALO_PARTICLES * CDM_MASS  # Msun/h, from 2e12 to 9e14
 ROCKSTAR_COLUMNS = "ID DescID Mvir Vmax Vrms Rvir Rs Np X Y Z VX VY VZ JX JY JZ Spin M200c PID".split()
 
 
@@ -52,17 +53,17 @@ def write_parameter_table(path: Path, rows: np.ndarray, header: str | None) -> P
     return path
 
 
-def write_group_tab_files(base: Path, per_file: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-    """FoF group_tab files: per file (positions Mpc/h, velocities km/s, masses Msun/h) in file units."""
+def write_group_tab_files(base: Path, per_file: list[tuple[np.ndarray, ...]]) -> None:
+    """FoF group_tab files: per file (positions Mpc/h, velocities km/s, masses Msun/h, member counts)."""
     base.parent.mkdir(parents=True, exist_ok=True)
-    total = sum(len(m) for _, _, m in per_file)
-    for j, (pos, vel, mass) in enumerate(per_file):
+    total = sum(len(part[2]) for part in per_file)
+    for j, (pos, vel, mass, count) in enumerate(per_file):
         n = len(mass)
         with open(base.with_name(f"{base.name}.{j}"), "wb") as f:
             np.array([n, total, 20 * n], dtype="<i4").tofile(f)  # Ngroups, TotNgroups, Nids
             np.array([20 * total], dtype="<u8").tofile(f)  # TotNids
             np.array([len(per_file)], dtype="<u4").tofile(f)  # Nfiles
-            np.full(n, 20, dtype="<i4").tofile(f)  # GroupLen
+            count.astype("<i4").tofile(f)  # GroupLen
             np.arange(n, dtype="<i4").tofile(f)  # GroupOffset
             (mass / 1e10).astype("<f4").tofile(f)  # GroupMass, 1e10 Msun/h
             (pos * 1e3).astype("<f4").tofile(f)  # GroupPos, kpc/h
@@ -80,7 +81,7 @@ def write_rockstar_list(path: Path, truth: Truth, columns: list[str] = ROCKSTAR_
         "Mvir": truth.halo_masses,
         "M200c": 0.9 * truth.halo_masses,
         "PID": truth.halo_pid,
-        "Np": np.full(n, 100),
+        "Np": HALO_PARTICLES,
         **{c: truth.halo_positions[:, i] for i, c in enumerate("XYZ")},
         **{c: truth.halo_velocities[:, i] for i, c in enumerate(("VX", "VY", "VZ"))},
     }
@@ -88,6 +89,9 @@ def write_rockstar_list(path: Path, truth: Truth, columns: list[str] = ROCKSTAR_
         "#" + " ".join(columns),
         f"#a = {1 / (1 + REDSHIFT):.6f}",
         "#Om = 0.317500; Ol = 0.682500; h = 0.671100",
+        "#FOF linking length: 0.280000",
+        "#Unbound Threshold: 0.500000; FOF Refinement Threshold: 0.700000",
+        f"#Particle mass: {CDM_MASS:.5e} Msun/h",
         f"#Box size: {BOX:.6f} Mpc/h",
         "#Units: Masses in Msun / h",
         "#Units: Positions in Mpc / h (comoving)",
@@ -155,7 +159,10 @@ def make_quijote_tree(
         split = [slice(0, 4), slice(4, 4), slice(4, None)]  # three FoF files, the middle one empty
         write_group_tab_files(
             root / f"Halos/FoF/{sim}/groups_{SNAPNUM:03d}/group_tab_{SNAPNUM:03d}",
-            [(truth.halo_positions[s], truth.halo_velocities[s], truth.halo_masses[s]) for s in split],
+            [
+                (truth.halo_positions[s], truth.halo_velocities[s], truth.halo_masses[s], HALO_PARTICLES[s])
+                for s in split
+            ],
         )
         write_rockstar_list(root / f"Halos/Rockstar/{sim}/out_{SNAPNUM}_pid.list", truth)
         truths.append(truth)

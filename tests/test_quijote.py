@@ -12,6 +12,7 @@ import torch
 from quijote_fixtures import (
     BOX,
     CDM_MASS,
+    HALO_PARTICLES,
     LH_ROWS,
     NU_MASS,
     REDSHIFT,
@@ -169,6 +170,41 @@ def test_fof_over_several_files_in_project_units(lh_tree):
     np.testing.assert_allclose(cat.masses, truths[0].halo_masses, rtol=1e-6)
     np.testing.assert_allclose(cat.positions, truths[0].halo_positions, atol=1e-4)
     np.testing.assert_allclose(cat.velocities, truths[0].halo_velocities, atol=1e-3)
+
+
+def test_fof_and_rockstar_catalogues_are_stored_in_the_halo_group(lh_tree, tmp_path):
+    root, truths = lh_tree
+    t = truths[0]
+    fof = convert_store(
+        config(root, tmp_path / "fof", n_sims=1, fields=["halos"], mass_bins=[[1e13, None]]), progress=False
+    )
+    assert fof.halos == {"finder": "fof", "source": "quijote"}
+    cat = fof.read_halos("sim_00000")
+    np.testing.assert_allclose(cat.masses, t.halo_masses, rtol=1e-6)
+    np.testing.assert_allclose(cat.positions, t.halo_positions, atol=1e-4)
+    np.testing.assert_allclose(cat.velocities, t.halo_velocities, atol=1e-3)
+    np.testing.assert_array_equal(cat.n_particles, HALO_PARTICLES)
+    assert cat.particle_mass == pytest.approx(CDM_MASS, rel=1e-6)
+    assert (cat.finder, cat.linking_length, cat.min_particles) == ("fof", 0.2, 20)
+    # the catalogue alone, without halo fields; and Rockstar host haloes with the header's settings
+    rock = convert_store(
+        config(
+            root, tmp_path / "rock", n_sims=1, fields=["density"], halo_finder="rockstar", halo_catalogue=True
+        ),
+        progress=False,
+    )
+    cat = rock.read_halos("sim_00000")
+    hosts = t.halo_pid == -1
+    np.testing.assert_allclose(cat.masses, t.halo_masses[hosts], rtol=1e-6)
+    np.testing.assert_array_equal(cat.n_particles, HALO_PARTICLES[hosts])
+    assert cat.particle_mass == pytest.approx(CDM_MASS, rel=1e-5) and cat.linking_length == pytest.approx(
+        0.28
+    )
+    assert cat.finder == "rockstar:Mvir:hosts" and cat.min_particles == -1
+    with pytest.raises(StoreError, match=r"holds no halo catalogues.*halo_catalogue=true"):
+        convert_store(
+            config(root, tmp_path / "none", n_sims=1, fields=["density"]), progress=False
+        ).read_halos("sim_00000")
 
 
 def test_halo_mass_bins_become_number_density_channels(lh_tree, tmp_path):

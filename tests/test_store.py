@@ -166,7 +166,7 @@ def test_killed_generation_resumes_without_redoing_complete_simulations(tmp_path
     again = (root / "sim_00000.h5").stat()
     assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)  # not redone
     # and the resumed simulations equal a fresh run's
-    fresh, _ = simulate(cfg, design(cfg)[1])
+    fresh = simulate(cfg, design(cfg)[1]).fields
     np.testing.assert_array_equal(store.read("sim_00001", "density"), fresh["density"])
 
 

@@ -106,6 +106,13 @@ def cube_symmetries(los_axis: int | None = None) -> list[Symmetry]:
     return out
 
 
+def sky_symmetries() -> list[Symmetry]:
+    """The 4 symmetries of a light-cone grid (RA, DEC, z): mirror images of the sky, RA -> -RA and DEC -> -DEC,
+    for cones symmetric about the line of sight. The z axis (distance from the observer) never flips, and RA
+    and DEC do not swap (azimuth and latitude are different coordinates on the sphere)."""
+    return [Symmetry((0, 1, 2), (fx, fy, False)) for fx in (False, True) for fy in (False, True)]
+
+
 def apply_symmetry(field: np.ndarray, kind: str, sym: Symmetry) -> np.ndarray:
     """Transform a (C, n, n, n) numpy crop of the given kind (scalar, vector, pseudovector); may return a view."""
     out = field.transpose(0, *(p + 1 for p in sym.perm))

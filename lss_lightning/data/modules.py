@@ -4,9 +4,11 @@
 side than the target crop, with periodic wrap. Targets are either stored fields (velocity reconstruction:
 the target crop) or cosmological parameters of the crop's simulation (parameter estimation, usually with
 pad = 0). Training crops sit at random corners each epoch and get a random cube symmetry (48, or 16 when
-any field is in redshift space); validation crops tile each box without augmentation. Simulations are
-split into train/val/test once, by simulation, and the split is saved beside the store's manifest.
-HDF5 files are opened lazily in each worker process.
+any field is in redshift space); crop i of epoch e is drawn from the seed (seed, e, i), so it is the same
+whichever DDP rank or worker process reads it. Validation crops tile each box without augmentation.
+Each epoch every training crop and every validation tile is read exactly once across all ranks
+(``data.sampling``). Simulations are split into train/val/test once, by simulation, and the split is
+saved beside the store's manifest. HDF5 files are opened lazily in each worker process.
 """
 
 from __future__ import annotations
@@ -26,8 +28,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from lss_lightning.cosmology import PARAMETER_ALIASES, PARAMETER_NAMES
 from lss_lightning.data.chunks import ChunkCache, ChunkedField
-from lss_lightning.data.crops import apply_symmetry, cube_symmetries, read_periodic, tile_corners
+from lss_lightning.data.crops import (
+    apply_symmetry,
+    cube_symmetries,
+    read_periodic,
+    sky_symmetries,
+    tile_corners,
+)
 from lss_lightning.data.normalisation import FieldLayout, field_statistics
+from lss_lightning.data.sampling import BlockSampler, ResumableLoader, ShardedBatchSampler
 from lss_lightning.data.store import FieldStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -89,9 +98,11 @@ class FieldCropDataset(Dataset):
     """(input, target) crop pairs from a store; see the module docstring.
 
     Items are dicts: input (C_in, crop + 2 pad, ...) float32 and target, both in physical units, sim
-    (index into ``sim_ids``), corner (3,) int64 of the target crop. The target is the (C_out, crop, ...)
-    crop of the ``targets`` fields, or, when ``parameters`` (n_sims, n_params) is given instead, the row of
-    the crop's simulation.
+    (index into ``sim_ids``), corner (3,) int64 of the target crop, index (the item's index). The target
+    is the (C_out, crop, ...) crop of the ``targets`` fields, or, when ``parameters`` (n_sims, n_params)
+    is given instead, the row of the crop's simulation. With ``random_crops``, item (epoch, i) has its
+    corner and symmetry drawn from numpy's generator seeded with (seed, epoch, i); a plain index i draws
+    them from torch's generator.
     """
 
     def __init__(
@@ -106,8 +117,10 @@ class FieldCropDataset(Dataset):
         random_crops: int | None = None,
         symmetries: Sequence | None = None,
         chunk_cache_mb: float = 256.0,
+        seed: int = 0,
     ):
         self.root = Path(store_root)
+        self.seed = int(seed)
         self.sim_ids = list(sim_ids)
         self.inputs, self.targets = list(inputs), list(targets)
         self.parameters = None if parameters is None else np.asarray(parameters, dtype=np.float32)
@@ -157,14 +170,21 @@ class FieldCropDataset(Dataset):
             self._fields[key] = ChunkedField(self._handles[sim]["fields/" + name], self._cache, key)
         return self._fields[key]
 
-    def corner(self, index: int) -> tuple[int, np.ndarray]:
+    def draw(self, key: int | tuple[int, int]) -> tuple[int, int, np.ndarray, tuple | None]:
+        """(index, simulation, corner, symmetry or None) of item ``key``: an index or (epoch, index)."""
+        if isinstance(key, tuple | list):
+            epoch, index = (int(k) for k in key)
+            rng = np.random.default_rng([self.seed, epoch, index])
+        else:
+            index, rng = int(key), None
         if self.random_crops:
             sim = index // self.random_crops
-            corner = torch.randint(0, self.grid, (3,)).numpy()  # torch RNG: reseeded per worker and epoch
+            corner = _integers(rng, self.grid, 3)
         else:
             sim, tile = divmod(index, len(self._tiles))
             corner = np.array(self._tiles[tile])
-        return sim, corner
+        sym = self.symmetries[int(_integers(rng, len(self.symmetries), 1)[0])] if self.symmetries else None
+        return index, sim, corner, sym
 
     def _read(
         self, sim: int, layouts: Sequence[FieldLayout], corner: np.ndarray, pad: int, sym
@@ -176,11 +196,8 @@ class FieldCropDataset(Dataset):
             blocks.append(apply_symmetry(block, lay.kind, sym) if sym is not None else block)
         return np.ascontiguousarray(np.concatenate(blocks, axis=0))
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sim, corner = self.corner(index)
-        sym = None
-        if self.symmetries:
-            sym = self.symmetries[int(torch.randint(len(self.symmetries), ()))]
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, sim, corner, sym = self.draw(key)
         if self.parameters is not None:
             target = torch.from_numpy(self.parameters[sim])
         else:
@@ -190,7 +207,15 @@ class FieldCropDataset(Dataset):
             "target": target,
             "sim": torch.tensor(sim),
             "corner": torch.from_numpy(corner.astype(np.int64)),
+            "index": torch.tensor(index),
         }
+
+
+def _integers(rng: np.random.Generator | None, high: int, size: int) -> np.ndarray:
+    """``size`` integers in [0, high) from ``rng``, or from torch's generator (reseeded per worker) if None."""
+    if rng is None:
+        return torch.randint(0, high, (size,)).numpy()
+    return rng.integers(0, high, size)
 
 
 # -- data module -----------------------------------------------------------------------------------
@@ -209,7 +234,11 @@ class FieldCropDataModule(L.LightningDataModule):
     field -> "none" | "log" for scalar inputs; split: train/val/test fractions and seed;
     train_crops_per_sim: random crops per simulation per epoch (default: the number of tiles of a box);
     stats_sims: how many training simulations the normalisation statistics are computed from;
-    chunk_cache_mb: per-process budget of decoded HDF5 chunks (see ``data.chunks``).
+    chunk_cache_mb: per-process budget of decoded HDF5 chunks (see ``data.chunks``); seed: of the
+    epoch order and the crop draws (must be the same on every rank; None: 0); convert: the Quijote
+    converter settings that build this store (only quoted in the error when the store is absent).
+    Under DDP each rank reads its own share of every epoch (``data.sampling``), so the trainer needs
+    ``use_distributed_sampler=False``.
     """
 
     def __init__(
@@ -230,6 +259,8 @@ class FieldCropDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = False,
         chunk_cache_mb: float = 256.0,
+        seed: int | None = 0,
+        convert: Mapping | None = None,
     ):
         super().__init__()
         if crop < 1 or pad < 0:
@@ -247,6 +278,8 @@ class FieldCropDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.chunk_cache_mb = chunk_cache_mb
+        self.seed = int(seed or 0)
+        self.convert = dict(convert) if convert else None
         self.store: FieldStore | None = None
         self.statistics: dict[str, tuple[float, float]] = {}
         self.parameter_names  # noqa: B018 (raises now, before any data is read, on a mix of fields and parameters)
@@ -264,29 +297,26 @@ class FieldCropDataModule(L.LightningDataModule):
                 f"data.crop <= {grid - 2 * self.geometry.pad} or a store with a finer grid"
             )
 
-    def check_targets(self, kind: str, model: str = "the model") -> None:
-        """Raise, naming the fix, unless the targets are of ``kind`` ("fields" or "parameters"), the kind
-        of targets ``model`` predicts; no data is read."""
-        if kind == self.target_kind:
-            return
-        if kind == "parameters":
-            raise ValueError(
-                f"{model} predicts parameters but data.targets {self.target_names} are not cosmological "
-                f"parameters: choose targets among {list(PARAMETER_NAMES)} (aliases {sorted(PARAMETER_ALIASES)})"
-            )
-        raise ValueError(
-            f"{model} predicts {kind} but data.targets {self.target_names} are {self.target_kind}; choose "
-            "matching data.targets (e.g. [velocity]) or another model (e.g. model=cnn3d)"
-        )
-
-    # the store is built (mocks) on one process per node, then opened everywhere
     def prepare_data(self) -> None:
-        if (self.store_root / "manifest.json").exists() or self.generate is None:
+        """Build the mock store when it is absent, or finish it when a run was killed while building it."""
+        if self.generate is None:
             return
-        from lss_lightning.mocks.generate import MockConfig, generate_store
+        from lss_lightning.mocks.generate import MockConfig, generate_store, generator_settings
 
-        log.info("field store %s is absent: generating it", self.store_root)
-        generate_store(MockConfig(**{**self.generate, "store": str(self.store_root)}))
+        cfg = MockConfig(**{**self.generate, "store": str(self.store_root)})
+        if self.store_ready():
+            built = FieldStore(self.store_root).manifest.get("generator", {})
+            differ = sorted(k for k, v in generator_settings(cfg).items() if built.get(k) != v)
+            if differ:
+                log.warning(
+                    "%s was built with other mock settings than data.generate (%s); it is used as it is. "
+                    "Delete it to rebuild it, or give data.store another path",
+                    self.store_root,
+                    ", ".join(differ),
+                )
+            return
+        log.info("field store %s is absent or incomplete: generating what is missing", self.store_root)
+        generate_store(cfg)
 
     def store_ready(self) -> bool:
         """True once the store exists and every simulation in it validates (for ranks waiting on rank 0)."""
@@ -382,7 +412,16 @@ class FieldCropDataModule(L.LightningDataModule):
         return any(store.fields[n].space == "redshift" for n in self.input_names + self.target_field_names)
 
     def symmetries(self):
-        return cube_symmetries(self.open_store().los_axis if self.redshift_space else None)
+        """48 cube symmetries; 16 keeping the line of sight in redshift space; 4 sky mirrors for light cones."""
+        store = self.open_store()
+        axes = {store.fields[n].axes for n in self.input_names + self.target_field_names}
+        if len(axes) > 1:
+            raise StoreError(
+                f"{store.root}: cannot mix box fields and light-cone fields ({sorted(axes)}) in one sample"
+            )
+        if axes == {"ra,dec,z"}:
+            return sky_symmetries()
+        return cube_symmetries(store.los_axis if self.redshift_space else None)
 
     def setup(self, stage: str | None = None) -> None:
         store = self.open_store()
@@ -392,6 +431,7 @@ class FieldCropDataModule(L.LightningDataModule):
             "targets": self.target_layouts,
             "geometry": self.geometry,
             "chunk_cache_mb": self.chunk_cache_mb,
+            "seed": self.seed,
         }
         val_sims = self.splits["val"] or self.splits["train"][:1]
         params = self.target_kind == "parameters"
@@ -435,15 +475,21 @@ class FieldCropDataModule(L.LightningDataModule):
         log.info("normalisation statistics from %d training simulations: %s", len(sims), stats)
         return stats
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+    def rank_and_world(self) -> tuple[int, int]:
+        """This process's global rank and the number of processes (0, 1 outside a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self.rank_and_world()
+        batches = ShardedBatchSampler(len(self.train_set), self.batch_size, rank, world, seed=self.seed)
+        return ResumableLoader(
+            self.train_set,
+            batch_sampler=batches,
+            progress=self._epoch_progress,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            drop_last=False,
         )
 
     def reference_dataloader(self) -> DataLoader:
@@ -463,11 +509,25 @@ class FieldCropDataModule(L.LightningDataModule):
         )
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+    def _epoch_progress(self) -> tuple[int, int]:
+        """(training batches completed in the current epoch, batches per epoch); (0, 0) outside a trainer."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 0
+        length = trainer.num_training_batches
+        completed = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return completed, int(length) if length != float("inf") else 0
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        rank, world = self.rank_and_world()
+        return DataLoader(
+            self.val_set,
+            batch_size=self.batch_size,
+            sampler=BlockSampler(len(self.val_set), rank, world),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
 
 
 def _slabs(store: FieldStore, sims: Sequence[str], name: str, slab: int = 32):

@@ -8,6 +8,9 @@ A store is a directory holding ``manifest.json`` and one HDF5 file per simulatio
     sim_00000.h5    attrs: schema_version, sim_id, box_size, grid, redshift, seed, los_axis, source,
                            Omega_m, Omega_b, h, n_s, sigma_8, M_nu, w0, wa, complete
                     fields/<name>: float32 (C, N, N, N), chunked, attrs kind, units, space, los_axis, mas
+                    halos/ (when the manifest has "halos"): position (H, 3) float32 Mpc/h, velocity (H, 3)
+                           float32 km/s, mass (H,) float64 Msun/h, n_particles (H,) int64;
+                           attrs particle_mass (Msun/h), linking_length, min_particles, finder
     splits.json     {"train": [ids], "val": [ids], "test": [ids], "seed"} (written by the data modules)
 
 Every file is written under a temporary name in the same directory and renamed when complete, so an
@@ -19,28 +22,40 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import hdf5plugin
 import numpy as np
 
 from lss_lightning.cosmology import PARAMETER_NAMES, Cosmology
+from lss_lightning.fields.catalogue import HALO_CHANNEL, HALO_VECTOR_FIELDS, HaloCatalogue
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = "splits.json"
 FIELD_KINDS = ("scalar", "vector", "pseudovector")
+FIELD_AXES = ("x,y,z", "ra,dec,z")  # box coordinates, or (right ascension, declination, observed redshift)
+LIGHTCONE_FIELD = "lightcone"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_ATTRS = ("schema_version", "sim_id", "box_size", "grid", "redshift", "seed", "complete")
+HALO_GROUP = "halos"
+# dataset -> (HaloCatalogue attribute, dtype, shape after the halo axis)
+HALO_DATASETS = {
+    "position": ("positions", np.float32, (3,)),
+    "velocity": ("velocities", np.float32, (3,)),
+    "mass": ("masses", np.float64, ()),
+    "n_particles": ("n_particles", np.int64, ()),
+}
+HALO_ATTRS = ("particle_mass", "linking_length", "min_particles", "finder")
 
 
 class StoreError(RuntimeError):
@@ -49,7 +64,8 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """What a stored field is: kind (scalar/vector/pseudovector), channels, units, space, los axis, MAS."""
+    """What a stored field is: kind (scalar/vector/pseudovector), channels, units, space, los axis, MAS, and
+    the meaning of its three grid axes: "x,y,z" (comoving box) or "ra,dec,z" (a light-cone histogram)."""
 
     kind: str
     channels: int
@@ -57,12 +73,15 @@ class FieldSpec:
     space: str = "real"
     los_axis: int = -1
     mas: str = "cic"
+    axes: str = "x,y,z"
 
     def __post_init__(self):
         if self.kind not in FIELD_KINDS:
             raise ValueError(f"field kind must be one of {FIELD_KINDS}, got {self.kind!r}")
         if self.space not in ("real", "redshift"):
             raise ValueError(f"field space must be 'real' or 'redshift', got {self.space!r}")
+        if self.axes not in FIELD_AXES:
+            raise ValueError(f"field axes must be one of {FIELD_AXES}, got {self.axes!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,13 +92,16 @@ def field_spec(name: str, los_axis: int = 2, mas: str = "cic") -> FieldSpec:
     space = "redshift" if name.endswith("_rsd") else "real"
     base = name.removesuffix("_rsd")
     los = los_axis if space == "redshift" else -1
-    if base == "density" or re.fullmatch(r"halos_m\d+", base):
+    if base == "density" or HALO_CHANNEL.fullmatch(base):
         return FieldSpec("scalar", 1, "1", space, los, mas)
-    if base in ("velocity", "momentum", "velocity_linear"):
+    if base in ("velocity", "momentum", "velocity_linear", *HALO_VECTOR_FIELDS):
         return FieldSpec("vector", 3, "km/s", space, los, mas)
+    if name == LIGHTCONE_FIELD:  # halo counts in (RA, DEC, observed z) cells; redshift distortions along z
+        return FieldSpec("scalar", 1, "count", "redshift", 2, "ngp", "ra,dec,z")
     raise ValueError(
         f"no standard spec for field {name!r}; standard names are density, velocity, momentum, "
-        "velocity_linear, halos_m<i>, each with an optional '_rsd' suffix"
+        f"velocity_linear, halos_m<i>, {', '.join(HALO_VECTOR_FIELDS)}, each with an optional '_rsd' suffix, "
+        f"and {LIGHTCONE_FIELD}"
     )
 
 
@@ -128,7 +150,9 @@ def build_manifest(
     fields: Mapping[str, FieldSpec],
     simulations: Iterable[Mapping],
     generator: Mapping | None = None,
+    halos: Mapping | None = None,
 ) -> dict:
+    """The manifest of a store; ``halos`` (e.g. {"finder": "fof", ...}) declares a ``halos/`` group per file."""
     return {
         "schema_version": SCHEMA_VERSION,
         "source": source,
@@ -139,6 +163,7 @@ def build_manifest(
         "fields": {name: spec.to_dict() for name, spec in fields.items()},
         "simulations": [dict(s) for s in simulations],
         "generator": dict(generator or {}),
+        "halos": dict(halos) if halos else None,
     }
 
 
@@ -151,15 +176,22 @@ def write_simulation(
     chunk: int = 32,
     compression: str | None = None,
     extra_attrs: Mapping[str, Mapping] | None = None,
+    halos: HaloCatalogue | None = None,
 ) -> Path:
-    """Write one simulation's fields atomically to ``root/<id>.h5``.
+    """Write one simulation's fields (and halo catalogue) atomically to ``root/<id>.h5``.
 
     fields: name -> float32 array (C, N, N, N) matching the manifest; compression: None, "gzip", "lzf"
-    or "blosc" (Blosc/zstd via hdf5plugin); extra_attrs: name -> dataset attributes (e.g. empty_fraction).
+    or "blosc" (Blosc/zstd via hdf5plugin); extra_attrs: name -> dataset attributes (e.g. empty_fraction);
+    halos: the catalogue, required exactly when the manifest declares ``halos``.
     """
     root = Path(root)
     n = manifest["grid"]
     path = root / sim["file"]
+    if bool(manifest.get("halos")) != (halos is not None):
+        raise StoreError(
+            f"{path}: the manifest {'declares' if manifest.get('halos') else 'does not declare'} a halo "
+            f"catalogue but {'none' if halos is None else 'one'} was produced"
+        )
     for name, spec in manifest["fields"].items():
         if name not in fields:
             raise StoreError(f"{path}: field {name!r} listed in the manifest was not produced")
@@ -193,9 +225,22 @@ def write_simulation(
                 **_compression_kwargs(compression),
             )
             ds.attrs.update({k: spec[k] for k in ("kind", "units", "space", "los_axis", "mas")})
+            ds.attrs["axes"] = spec.get("axes", "x,y,z")
             ds.attrs.update((extra_attrs or {}).get(name, {}))
+        if halos is not None:
+            _write_halos(f, halos, path)
         f.attrs["complete"] = 1
     return path
+
+
+def _write_halos(f: h5py.File, halos: HaloCatalogue, path: Path) -> None:
+    group = f.create_group(HALO_GROUP)
+    for name, (attr, dtype, _) in HALO_DATASETS.items():
+        values = np.asarray(getattr(halos, attr), dtype=dtype)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise StoreError(f"{path}: halo {name} holds NaN or inf; refusing to write it")
+        group.create_dataset(name, data=values)
+    group.attrs.update({k: getattr(halos, k) for k in HALO_ATTRS})
 
 
 def _compression_kwargs(compression: str | None) -> dict:
@@ -229,6 +274,7 @@ class FieldStore:
         self._check_manifest(manifest_path)
         self.fields = {name: FieldSpec(**spec) for name, spec in self.manifest["fields"].items()}
         self._sims = {s["id"]: s for s in self.manifest["simulations"]}
+        self.halos = self.manifest.get("halos") or None  # the halo finder's settings, or None
 
     def _check_manifest(self, path: Path) -> None:
         m = self.manifest
@@ -338,6 +384,51 @@ class FieldStore:
                 raise StoreError(
                     f"{path}: field {name!r} shaped {shape}, expected {(spec.channels, n, n, n)}: {fix}"
                 )
+        if self.halos:
+            self._check_halos(f, path, fix)
+
+    def _check_halos(self, f: h5py.File, path: Path, fix: str) -> None:
+        group = f.get(HALO_GROUP)
+        if not isinstance(group, h5py.Group):
+            raise StoreError(
+                f"{path} lacks the halo catalogue group '{HALO_GROUP}/' the manifest declares: {fix}"
+            )
+        absent = [d for d in HALO_DATASETS if d not in group] + [
+            a for a in HALO_ATTRS if a not in group.attrs
+        ]
+        if absent:
+            raise StoreError(f"{path}: '{HALO_GROUP}/' lacks {absent}: {fix}")
+        count = group["mass"].shape[0] if group["mass"].ndim == 1 else -1
+        for name, (_, _, tail) in HALO_DATASETS.items():
+            if group[name].shape != (count, *tail):
+                raise StoreError(
+                    f"{path}: '{HALO_GROUP}/{name}' shaped {group[name].shape}, expected {(count, *tail)} "
+                    f"(one row per halo): {fix}"
+                )
+
+    def read_halos(self, sim_id: str) -> HaloCatalogue:
+        """The halo catalogue of one simulation (the store must declare ``halos``)."""
+        if not self.halos:
+            raise StoreError(
+                f"{self.root / MANIFEST}: this store holds no halo catalogues; build it with the particle-mesh "
+                "solver (mocks: `solver=pm`) or convert Quijote with `halo_catalogue=true`"
+            )
+        path = self.path(sim_id)
+        with self.open(sim_id) as f:
+            group = f[HALO_GROUP]
+            values = {attr: group[name][...] for name, (attr, _, _) in HALO_DATASETS.items()}
+            meta = {k: group.attrs[k] for k in HALO_ATTRS}
+        for name, (attr, _, _) in HALO_DATASETS.items():
+            if values[attr].dtype.kind == "f" and not np.isfinite(values[attr]).all():
+                raise StoreError(f"{path}: halo {name} holds NaN or inf; delete the file and regenerate it")
+        return HaloCatalogue(
+            **values,
+            particle_mass=float(meta["particle_mass"]),
+            linking_length=float(meta["linking_length"]),
+            min_particles=int(meta["min_particles"]),
+            finder=str(meta["finder"]),
+            source=str(path),
+        )
 
     def read(self, sim_id: str, name: str) -> np.ndarray:
         """A whole field (C, N, N, N) float32, checked for NaN/inf."""
@@ -386,7 +477,17 @@ class FieldStore:
 
 
 # -- resumable writing ------------------------------------------------------------------------------
-Producer = Callable[[Mapping], tuple[Mapping[str, np.ndarray], Mapping[str, Mapping]]]
+class SimulationProducts(NamedTuple):
+    """What a producer makes for one simulation: fields (name -> (C, N, N, N) float32), their dataset
+    attributes (name -> dict) and, for stores that declare one, the halo catalogue."""
+
+    fields: Mapping[str, np.ndarray]
+    attrs: Mapping[str, Mapping]
+    halos: HaloCatalogue | None = None
+
+
+StepReporter = Callable[[int, int, str], None]  # (done, total, label): progress inside one simulation
+Producer = Callable[[Mapping, StepReporter], SimulationProducts]
 
 
 def reconcile_manifest(root: Path, manifest: Mapping, keys: Iterable[str]) -> None:
@@ -423,6 +524,7 @@ def fill_store(
         "los_axis",
         "fields",
         "generator",
+        "halos",
     ),
     only: Iterable[str] | None = None,
     chunk: int = 32,
@@ -432,7 +534,8 @@ def fill_store(
 ) -> FieldStore:
     """Write the manifest, then every simulation whose file does not validate yet, one atomic file each.
 
-    produce(sim) -> (fields name -> (C, N, N, N) float32, dataset attributes name -> dict).
+    produce(sim, report) -> SimulationProducts; it may call report(done, total, label) to show its own
+    steps (e.g. particle-mesh steps) on a second progress bar.
     only: restrict to these simulation ids (one shard of a parallel run); the manifest always lists all.
     Safe to rerun after a crash or a kill; several processes may fill disjoint shards of one store.
     """
@@ -477,12 +580,26 @@ def fill_store(
     )
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task(description, total=len(sims), completed=len(sims) - len(todo))
+        steps = bar.add_task("", total=None, visible=False)
+
+        def report(done: int, total: int, label: str) -> None:
+            bar.update(steps, completed=done, total=total, description=f"  {label}", visible=True)
+
         for sim in todo:
             start = time.perf_counter()
-            fields, attrs = produce(sim)
+            products = produce(sim, report)
+            bar.update(steps, description="  writing", visible=True)
             write_simulation(
-                root, manifest, sim, fields, chunk=chunk, compression=compression, extra_attrs=attrs
+                root,
+                manifest,
+                sim,
+                products.fields,
+                chunk=chunk,
+                compression=compression,
+                extra_attrs=products.attrs,
+                halos=products.halos,
             )
             log.debug("%s written in %.2f s", sim["id"], time.perf_counter() - start)
             bar.advance(task)
+            bar.update(steps, visible=False)
     return store

@@ -106,3 +106,50 @@ def plot_slices(slices: Mapping[str, np.ndarray], box_size: float, path: Path, c
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+HALO_CASES = {
+    "real space": {"color": "k", "label": "real space"},
+    "redshift space": {"color": "C3", "label": "redshift space", "ls": ":"},
+    "unet": {"color": "C0", "label": "moved back: U-net"},
+    "linear": {"color": "C1", "label": "moved back: linear theory", "ls": "--"},
+}
+
+
+def plot_halo_clustering(halos: Mapping, path: Path, title: str = "") -> Path:
+    """Top: s^2 xi_0, s^2 xi_2, s^2 xi_4 and xi_1D(mu) of the haloes in real space, redshift space and moved
+    back by each reconstruction; bottom: the difference from real space."""
+    cases = halos["clustering"]
+    real = cases["real space"]
+    s = np.asarray(real["s"])
+    fig, axes = plt.subplots(2, 4, figsize=(15, 6.5), sharex="col", gridspec_kw={"height_ratios": [2, 1]})
+    for col, ell in enumerate((0, 2, 4)):
+        top, bottom = axes[:, col]
+        for case, style in HALO_CASES.items():
+            if case not in cases:
+                continue
+            xi = np.asarray(cases[case][f"xi{ell}"])
+            top.plot(s, s**2 * xi, **style)
+            bottom.plot(s, s**2 * (xi - np.asarray(real[f"xi{ell}"])), **style)
+        top.set_title(rf"$s^2\xi_{ell}(s)$")
+        bottom.axhline(0, color="k", lw=0.5)
+        bottom.set_xlabel(r"$s\ [h^{-1}\mathrm{Mpc}]$")
+    top, bottom = axes[:, 3]
+    mu = np.asarray(real["mu"])
+    for case, style in HALO_CASES.items():
+        if case in cases:
+            xi_mu = np.asarray(cases[case]["xi_1d_mu"])
+            top.plot(mu, xi_mu, **style)
+            bottom.plot(mu, xi_mu - np.asarray(real["xi_1d_mu"]), **style)
+    top.set_title(r"$\xi_{1D}(\mu)=\int\xi(s,\mu)\,ds$")
+    bottom.axhline(0, color="k", lw=0.5)
+    bottom.set_xlabel(r"$\mu$")
+    axes[0, 0].set_ylabel(r"$[h^{-2}\mathrm{Mpc}^2]$")
+    axes[1, 0].set_ylabel("minus real space")
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -16,7 +16,6 @@ from lss_lightning.data.quijote.convert import (
 from lss_lightning.data.quijote.cubes import read_density_cube
 from lss_lightning.data.quijote.errors import QuijoteError
 from lss_lightning.data.quijote.fof import read_fof, read_group_tab
-from lss_lightning.data.quijote.halos import HaloCatalogue, MassBin, halo_channels, parse_mass_bins
 from lss_lightning.data.quijote.layout import ROOT_ENV_VAR, STANDARD_REDSHIFTS, QuijoteLayout, resolve_root
 from lss_lightning.data.quijote.params import (
     QUIJOTE_FIDUCIAL,
@@ -32,8 +31,6 @@ __all__ = [
     "ROOT_ENV_VAR",
     "STANDARD_REDSHIFTS",
     "GadgetSnapshot",
-    "HaloCatalogue",
-    "MassBin",
     "ParticleChunk",
     "QuijoteConfig",
     "QuijoteError",
@@ -44,9 +41,7 @@ __all__ = [
     "design",
     "find_rockstar_file",
     "grid_snapshot",
-    "halo_channels",
     "manifest",
-    "parse_mass_bins",
     "read_density_cube",
     "read_fof",
     "read_group_tab",

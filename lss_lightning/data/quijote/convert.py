@@ -1,8 +1,9 @@
 """Quijote simulations -> field store: one HDF5 file per simulation, sharded, resumable, with progress.
 
 Per simulation the converter streams the snapshot file by file into CIC grids (density, momentum and
-mass-weighted velocity, real and redshift space; see ``lss_lightning.fields.particles``), paints halo
-mass-bin channels from a FoF or Rockstar catalogue, or reads a precomputed ``3D_cubes`` density.
+mass-weighted velocity, real and redshift space; see ``lss_lightning.fields.particles``), grids a FoF or
+Rockstar catalogue (mass-bin channels, halo velocity; ``lss_lightning.fields.catalogue``, the code the mocks
+use) and stores the catalogue itself in the file's ``halos/`` group, or reads a precomputed ``3D_cubes`` density.
 ``velocity_linear[_rsd]`` is the linear-theory velocity of ``density[_rsd]`` (as in the mock stores).
 Shard k of K converts simulations k, k + K, ...; every shard writes the same manifest, so K jobs
 (e.g. a Hydra multirun with the joblib or submitit launcher) fill one store, and any rerun redoes
@@ -25,12 +26,26 @@ from lss_lightning.cosmology import Cosmology
 from lss_lightning.data.quijote.cubes import CUBE_MAS, read_density_cube
 from lss_lightning.data.quijote.errors import QuijoteError
 from lss_lightning.data.quijote.fof import read_fof
-from lss_lightning.data.quijote.halos import HALO_CHANNEL, halo_channel_names, halo_channels, parse_mass_bins
 from lss_lightning.data.quijote.layout import QuijoteLayout, resolve_redshift, resolve_root
 from lss_lightning.data.quijote.params import read_seed, simulation_parameters
 from lss_lightning.data.quijote.rockstar import find_rockstar_file, read_rockstar
 from lss_lightning.data.quijote.snapshots import DEFAULT_CHUNK, GadgetSnapshot
-from lss_lightning.data.store import FieldStore, build_manifest, field_spec, fill_store, sim_file_name
+from lss_lightning.data.store import (
+    FieldStore,
+    SimulationProducts,
+    StepReporter,
+    build_manifest,
+    field_spec,
+    fill_store,
+    sim_file_name,
+)
+from lss_lightning.fields.catalogue import (
+    HaloCatalogue,
+    catalogue_fields,
+    expand_halo_fields,
+    is_catalogue_field,
+    parse_mass_bins,
+)
 from lss_lightning.fields.particles import (
     LINEAR_FIELDS,
     PARTICLE_FIELDS,
@@ -42,7 +57,6 @@ from lss_lightning.fields.particles import (
 log = logging.getLogger(__name__)
 HALO_FINDERS = ("fof", "rockstar")
 DENSITY_SOURCES = ("snapshot", "cube")
-HALO_SHORTHANDS = {"halos": "real", "halos_rsd": "redshift"}
 # config entries that do not change what a store holds (left out of the manifest's generator record)
 RUN_ONLY = (
     "store",
@@ -85,6 +99,7 @@ class QuijoteConfig:
     mass_bins: list = field(default_factory=lambda: [[1.0e13, None]])
     rockstar_mass: str = "Mvir"
     hosts_only: bool = True
+    halo_catalogue: bool | None = None  # store the catalogue in halos/; None: when halo fields are made
     params_file: str | None = None
     cosmology: dict = field(default_factory=dict)
     check_header_cosmology: bool = True
@@ -98,7 +113,7 @@ class QuijoteConfig:
     threads: int | None = None
 
     def __post_init__(self):
-        self.fields = expand_fields(list(self.fields), len(self.mass_bins or []))
+        self.fields = expand_halo_fields(list(self.fields), len(self.mass_bins or []))
         self.particle_types = [int(t) for t in self.particle_types]
         self.cosmology, self.layout = dict(self.cosmology), dict(self.layout)
         self.snapnum, self.redshift = resolve_redshift(self.snapnum, self.redshift)
@@ -125,11 +140,12 @@ class QuijoteConfig:
             if not (
                 name.removesuffix("_rsd") in PARTICLE_FIELDS
                 or name in LINEAR_FIELDS
-                or HALO_CHANNEL.fullmatch(name)
+                or is_catalogue_field(name)
             ):
                 raise ValueError(
                     f"cannot make field {name!r} from Quijote; choose from {list(PARTICLE_FIELDS)} (+ '_rsd'), "
-                    f"{list(LINEAR_FIELDS)}, 'halos', 'halos_rsd' or halos_m<i>[_rsd]"
+                    f"{list(LINEAR_FIELDS)}, 'halos', 'halos_rsd', halos_m<i>[_rsd], halo_velocity[_rsd] "
+                    "or velocity_linear_halos[_rsd]"
                 )
         if self.density_source == "cube":
             painted = [f for f in self.particle_fields() if f != "density"]
@@ -151,18 +167,22 @@ class QuijoteConfig:
         return fields_to_paint(self.fields)
 
     def halo_fields(self) -> list[str]:
-        return [f for f in self.fields if HALO_CHANNEL.fullmatch(f)]
+        return [f for f in self.fields if is_catalogue_field(f)]
+
+    @property
+    def stores_catalogue(self) -> bool:
+        return bool(self.halo_fields()) if self.halo_catalogue is None else bool(self.halo_catalogue)
+
+    def halo_settings(self) -> dict | None:
+        """The manifest's ``halos`` entry (None: no catalogue stored)."""
+        if not self.stores_catalogue:
+            return None
+        if self.halo_finder == "fof":
+            return {"finder": "fof", "source": "quijote"}
+        return {"finder": "rockstar", "mass_column": self.rockstar_mass, "hosts_only": self.hosts_only}
 
     def field_mas(self, name: str) -> str:
         return self.cube_mas.lower() if name == "density" and self.density_source == "cube" else "cic"
-
-
-def expand_fields(fields: list[str], n_bins: int) -> list[str]:
-    """Replace the shorthands ``halos`` / ``halos_rsd`` by one channel per mass bin."""
-    out = []
-    for name in fields:
-        out += halo_channel_names(n_bins, [HALO_SHORTHANDS[name]]) if name in HALO_SHORTHANDS else [name]
-    return list(dict.fromkeys(out))
 
 
 def design(cfg: QuijoteConfig, layout: QuijoteLayout) -> list[dict]:
@@ -196,6 +216,7 @@ def manifest(cfg: QuijoteConfig, sims: list[dict]) -> dict:
         fields={name: field_spec(name, cfg.los_axis, mas=cfg.field_mas(name)) for name in cfg.fields},
         simulations=sims,
         generator={k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in RUN_ONLY},
+        halos=cfg.halo_settings(),
     )
 
 
@@ -233,7 +254,7 @@ class SimulationConverter:
         self.bins = parse_mass_bins(cfg.mass_bins)
         self.device = resolve_device(cfg.device)
 
-    def __call__(self, sim: Mapping) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    def __call__(self, sim: Mapping, report: StepReporter | None = None) -> SimulationProducts:
         cfg, index = self.cfg, int(sim["quijote_index"])
         cosmo = Cosmology.from_mapping(sim["params"])
         redshift = cfg.redshift
@@ -264,11 +285,28 @@ class SimulationConverter:
             grids, attrs, cfg.fields, cfg.box_size, cosmo.a_h_f(redshift), cfg.linear_smoothing
         )
         fields = {name: grids[name].cpu().numpy() for name in cfg.fields if name in grids}
+        catalogue = self._catalogue(index) if cfg.stores_catalogue or cfg.halo_fields() else None
         if cfg.halo_fields():
-            halo_fields, halo_attrs = self._halos(index, cosmo, redshift)
+            try:
+                halo_fields, halo_attrs = catalogue_fields(
+                    catalogue,
+                    self.bins,
+                    cfg.halo_fields(),
+                    grid=cfg.grid,
+                    box_size=cfg.box_size,
+                    a_h=cosmo.a_h(redshift),
+                    a_h_f=cosmo.a_h_f(redshift),
+                    los_axis=cfg.los_axis,
+                )
+            except ValueError as e:  # an empty mass bin: a problem of this Quijote set's haloes
+                raise QuijoteError(str(e)) from e
             fields.update(halo_fields)
             attrs.update(halo_attrs)
-        return fields, {k: v for k, v in attrs.items() if k in fields}
+        return SimulationProducts(
+            fields,
+            {k: v for k, v in attrs.items() if k in fields},
+            catalogue if cfg.stores_catalogue else None,
+        )
 
     def _check_header(self, snapshot: GadgetSnapshot, cosmo: Cosmology) -> float:
         """The snapshot's own redshift, after checking box, redshift and (optionally) cosmology against the store."""
@@ -293,28 +331,17 @@ class SimulationConverter:
             )
         return h.redshift
 
-    def _halos(self, index: int, cosmo: Cosmology, redshift: float) -> tuple[dict, dict]:
+    def _catalogue(self, index: int) -> HaloCatalogue:
         cfg = self.cfg
         if cfg.halo_finder == "fof":
-            catalogue = read_fof(self.layout.fof_base(index, cfg.snapnum), redshift, cfg.box_size)
-        else:
-            path = find_rockstar_file(self.layout.rockstar_dir(index), cfg.snapnum)
-            catalogue, a = read_rockstar(
-                path, cfg.box_size, mass_column=cfg.rockstar_mass, hosts_only=cfg.hosts_only
-            )
-            if a is not None and abs(1 / a - 1 - cfg.redshift) > 1e-3 * (1 + cfg.redshift):
-                raise QuijoteError(
-                    f"{path}: '#a = {a}' is z = {1 / a - 1:.4f}, the store expects {cfg.redshift}"
-                )
-        return halo_channels(
-            catalogue,
-            self.bins,
-            cfg.halo_fields(),
-            grid=cfg.grid,
-            box_size=cfg.box_size,
-            a_h=cosmo.a_h(redshift),
-            los_axis=cfg.los_axis,
+            return read_fof(self.layout.fof_base(index, cfg.snapnum), cfg.redshift, cfg.box_size)
+        path = find_rockstar_file(self.layout.rockstar_dir(index), cfg.snapnum)
+        catalogue, a = read_rockstar(
+            path, cfg.box_size, mass_column=cfg.rockstar_mass, hosts_only=cfg.hosts_only
         )
+        if a is not None and abs(1 / a - 1 - cfg.redshift) > 1e-3 * (1 + cfg.redshift):
+            raise QuijoteError(f"{path}: '#a = {a}' is z = {1 / a - 1:.4f}, the store expects {cfg.redshift}")
+        return catalogue
 
 
 def shard_ids(sims: list[dict], shard: int, num_shards: int) -> list[str]:
@@ -326,7 +353,7 @@ def check_sources(cfg: QuijoteConfig, layout: QuijoteLayout) -> None:
     """Fail before any work if a whole kind of input is absent for this set."""
     if cfg.particle_fields():
         layout.require_set_folder("cube" if cfg.density_source == "cube" else "snapshot")
-    if cfg.halo_fields():
+    if cfg.halo_fields() or cfg.stores_catalogue:
         layout.require_set_folder("fof" if cfg.halo_finder == "fof" else "rockstar")
 
 

@@ -6,7 +6,8 @@ then, for its Ngroups groups, one array after the other:
     GroupLen int32, GroupOffset int32, GroupMass float32 (1e10 Msun/h), GroupPos float32 x3 (kpc/h),
     GroupVel float32 x3 (times (1+z) gives peculiar km/s), GroupTLen int32 x6, GroupTMass float32 x6.
 The file must end there (84 bytes per group). Member IDs live in ``group_ids_00N.<j>`` (not needed here).
-Byte order is detected per file (little-endian in Quijote).
+Byte order is detected per file (little-endian in Quijote). The particle mass is GroupMass / GroupLen;
+Quijote's FoF used b = 0.2 and kept groups of >= 20 particles (its documentation; the files do not say).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from lss_lightning.data.quijote.errors import QuijoteError
-from lss_lightning.data.quijote.halos import HaloCatalogue
 from lss_lightning.data.quijote.layout import missing_path_error
+from lss_lightning.fields.catalogue import HaloCatalogue
 
 HEADER_FIELDS = [
     ("n_groups", "i4"),
@@ -39,6 +40,8 @@ HEADER_BYTES = 24
 GROUP_BYTES = sum(np.dtype(t).itemsize * c for _, t, c in GROUP_FIELDS)  # 84
 KPC_TO_MPC = 1e-3
 GADGET_MASS_UNIT = 1e10  # Msun/h
+QUIJOTE_LINKING_LENGTH = 0.2  # of the mean interparticle separation
+QUIJOTE_MIN_PARTICLES = 20
 
 
 def _header(raw: bytes, path: Path) -> tuple[dict, str]:
@@ -72,8 +75,18 @@ def read_group_tab(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return header, arrays
 
 
-def read_fof(base: str | Path, redshift: float, box_size: float) -> HaloCatalogue:
-    """All groups of ``<base>.<j>`` (e.g. ``.../groups_004/group_tab_004``) in Mpc/h, km/s and Msun/h."""
+def read_fof(
+    base: str | Path,
+    redshift: float,
+    box_size: float,
+    *,
+    linking_length: float = QUIJOTE_LINKING_LENGTH,
+    min_particles: int = QUIJOTE_MIN_PARTICLES,
+) -> HaloCatalogue:
+    """All groups of ``<base>.<j>`` (e.g. ``.../groups_004/group_tab_004``) in Mpc/h, km/s and Msun/h.
+
+    linking_length and min_particles describe the run that made the files (Quijote's by default).
+    """
     base = Path(base)
     first = base.with_name(base.name + ".0")
     if not first.exists():
@@ -103,8 +116,21 @@ def read_fof(base: str | Path, redshift: float, box_size: float) -> HaloCatalogu
         1.0 + redshift
     )
     mass = np.concatenate([p["GroupMass"] for p in parts]).astype(np.float64) * GADGET_MASS_UNIT
+    count = np.concatenate([p["GroupLen"] for p in parts]).astype(np.int64)
     if not (np.isfinite(pos).all() and np.isfinite(vel).all() and np.isfinite(mass).all()):
         raise QuijoteError(
             f"{source}: NaN or inf in GroupPos, GroupVel or GroupMass; the catalogue is damaged"
         )
-    return HaloCatalogue(np.mod(pos, np.float32(box_size)), vel, mass, source, "fof")
+    if (count <= 0).any():
+        raise QuijoteError(f"{source}: a group has GroupLen <= 0; the catalogue is damaged")
+    return HaloCatalogue(
+        positions=np.mod(pos, np.float32(box_size)),
+        velocities=vel,
+        masses=mass,
+        n_particles=count,
+        particle_mass=float(np.median(mass / count)) if len(count) else float("nan"),
+        linking_length=linking_length,
+        min_particles=min_particles,
+        finder="fof",
+        source=source,
+    )

@@ -1,0 +1,122 @@
+"""Two-point correlation of haloes in a periodic box: xi(s, mu), its Legendre multipoles, Kaiser's prediction.
+
+Pairs are counted with scipy's cKDTree (periodic ``boxsize``, all pairs closer than s_max, each unordered
+pair once) and binned in separation s (Mpc/h) and mu = |s_los| / s in [0, 1] (along ``los_axis``).
+Estimator: natural, xi = DD / RR - 1 with the analytic RR of a periodic box,
+RR = N (N - 1) / 2 * (4 pi / 3) (s_hi^3 - s_lo^3) * dmu / V, to which Landy-Szalay reduces when the
+randoms are uniform in a periodic box. Multipoles xi_l(s) = (2 l + 1) int_0^1 xi(s, mu) L_l(mu) dmu
+(midpoint rule in mu; even l, since xi(s, mu) = xi(s, -mu)); xi_1D(mu) = int xi(s, mu) ds over the s range
+(Mpc/h), as in Wu et al. 2023's figure. Memory: about 40 bytes per pair within s_max.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+def _legendre(ell: int, mu: np.ndarray) -> np.ndarray:
+    return np.polynomial.legendre.legval(mu, [0.0] * ell + [1.0])
+
+
+@dataclass(frozen=True)
+class CorrelationSMu:
+    """Pair counts and xi(s, mu) of one catalogue (or summed over several boxes)."""
+
+    s_edges: np.ndarray  # Mpc/h
+    mu_edges: np.ndarray
+    dd: np.ndarray  # (n_s, n_mu) pair counts
+    rr: np.ndarray  # (n_s, n_mu) expected counts of a uniform catalogue of the same size
+
+    @property
+    def s(self) -> np.ndarray:
+        """Pair-weighted mean separation of each s bin for a uniform catalogue: 3/4 (s2^4 - s1^4)/(s2^3 - s1^3)."""
+        lo, hi = self.s_edges[:-1], self.s_edges[1:]
+        return 0.75 * (hi**4 - lo**4) / (hi**3 - lo**3)
+
+    @property
+    def mu(self) -> np.ndarray:
+        return 0.5 * (self.mu_edges[:-1] + self.mu_edges[1:])
+
+    @property
+    def xi(self) -> np.ndarray:
+        return self.dd / self.rr - 1.0
+
+    def multipoles(self, ells=(0, 2, 4)) -> dict[int, np.ndarray]:
+        dmu = np.diff(self.mu_edges)
+        return {ell: (2 * ell + 1) * (self.xi * _legendre(ell, self.mu) * dmu).sum(axis=1) for ell in ells}
+
+    def xi_of_mu(self) -> np.ndarray:
+        """xi_1D(mu) = int xi(s, mu) ds over the s range, in Mpc/h."""
+        return (self.xi * np.diff(self.s_edges)[:, None]).sum(axis=0)
+
+    def xi_monopole_error(self) -> np.ndarray:
+        """Poisson error of xi_0 from the pair counts alone: (1 + xi_0) / sqrt(DD summed over mu)."""
+        dd = self.dd.sum(axis=1)
+        return (dd / self.rr.sum(axis=1)) / np.sqrt(np.maximum(dd, 1))
+
+    def __add__(self, other: CorrelationSMu) -> CorrelationSMu:
+        """Counts of several boxes added: xi of the combined volume."""
+        if not (
+            np.array_equal(self.s_edges, other.s_edges) and np.array_equal(self.mu_edges, other.mu_edges)
+        ):
+            raise ValueError("cannot add pair counts binned differently")
+        return CorrelationSMu(self.s_edges, self.mu_edges, self.dd + other.dd, self.rr + other.rr)
+
+
+def correlation_s_mu(
+    positions: np.ndarray,
+    box_size: float,
+    s_edges: np.ndarray,
+    n_mu: int = 20,
+    los_axis: int = 2,
+) -> CorrelationSMu:
+    """xi(s, mu) of points (P, 3) in Mpc/h in a periodic box (positions wrapped into [0, L) here)."""
+    s_edges = np.asarray(s_edges, dtype=float)
+    if s_edges.ndim != 1 or len(s_edges) < 2 or np.any(np.diff(s_edges) <= 0) or s_edges[0] < 0:
+        raise ValueError(f"s_edges must increase from >= 0, got {s_edges}")
+    if s_edges[-1] >= box_size / 2:
+        raise ValueError(
+            f"s_max = {s_edges[-1]} Mpc/h must stay below half the box ({box_size / 2}) in a periodic box"
+        )
+    if los_axis not in (0, 1, 2):
+        raise ValueError(f"los_axis must be 0, 1 or 2, got {los_axis}")
+    pos = np.mod(np.asarray(positions, dtype=np.float64), box_size)
+    pos[pos >= box_size] = 0.0
+    mu_edges = np.linspace(0.0, 1.0, n_mu + 1)
+    n = len(pos)
+    tree = cKDTree(pos, boxsize=box_size)
+    pairs = tree.query_pairs(s_edges[-1], output_type="ndarray")
+    d = pos[pairs[:, 1]] - pos[pairs[:, 0]]
+    d -= box_size * np.round(d / box_size)
+    s = np.sqrt((d * d).sum(axis=1))
+    mu = np.abs(d[:, los_axis]) / np.where(s > 0, s, 1.0)
+    dd, _, _ = np.histogram2d(s, np.minimum(mu, 1.0), bins=[s_edges, mu_edges])
+    shell = 4.0 * np.pi / 3.0 * (s_edges[1:] ** 3 - s_edges[:-1] ** 3)
+    rr = 0.5 * n * (n - 1) * shell[:, None] * np.diff(mu_edges)[None, :] / box_size**3
+    return CorrelationSMu(s_edges, mu_edges, dd, rr)
+
+
+def volume_average(r: np.ndarray, xi: np.ndarray, power: int = 2) -> np.ndarray:
+    """(power + 1) / r^(power + 1) int_0^r xi r'^power dr': xibar for power 2, xibarbar for power 4.
+
+    Trapezoids from r = 0 over the tabulated points, with xi held at its first value below r[0].
+    """
+    r, xi = np.asarray(r, float), np.asarray(xi, float)
+    grid, values = np.r_[0.0, r], np.r_[xi[0], xi]
+    integrand = values * grid**power
+    cumulative = np.r_[0.0, np.cumsum(0.5 * (integrand[1:] + integrand[:-1]) * np.diff(grid))]
+    return (power + 1) * cumulative[1:] / r ** (power + 1)
+
+
+def kaiser_multipoles(r: np.ndarray, xi: np.ndarray, beta: float) -> dict[int, np.ndarray]:
+    """Linear redshift-space multipoles (Kaiser 1987, Hamilton 1992) from the real-space xi(r), beta = f / b."""
+    xi = np.asarray(xi, float)
+    xibar, xibarbar = volume_average(r, xi, 2), volume_average(r, xi, 4)
+    return {
+        0: (1 + 2 * beta / 3 + beta**2 / 5) * xi,
+        2: (4 * beta / 3 + 4 * beta**2 / 7) * (xi - xibar),
+        4: 8 * beta**2 / 35 * (xi + 2.5 * xibar - 3.5 * xibarbar),
+    }

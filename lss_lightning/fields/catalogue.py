@@ -1,0 +1,245 @@
+"""Halo catalogues -> gridded fields: one code path for the mocks' FoF haloes and Quijote's FoF/Rockstar.
+
+Fields made from a catalogue (N^3 grids, CIC, the project's grid convention; ``_rsd``: haloes shifted by
+v_los / (a H) along the line of sight first):
+- ``halos_m<i>``: number-density contrast delta = n / nbar - 1 of the haloes in mass bin i,
+  nbar = (haloes in the bin) / N^3. Bins are [lo, hi) in Msun/h; hi = None leaves a bin open above.
+  The shorthands ``halos`` / ``halos_rsd`` expand to one channel per bin (``expand_halo_fields``).
+- ``halo_velocity``: the mass-weighted velocity sum(M v) / sum(M) in km/s of the haloes in any bin.
+  Most cells hold no halo: they get the rule of ``fields.particles.mass_weighted_velocity`` (the same
+  ratio after Gaussian smoothing with R = dx, 2 dx, ... until filled); ``empty_fraction`` records how many.
+- ``velocity_linear_halos``: linear theory v(k) = i a H f delta_h(k) k / k^2 from the number-density
+  contrast of all haloes in the bins (no bias divided out: an observer's estimate, with bias b the
+  amplitude is b times the matter's).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from lss_lightning.fields.particles import ParticleGridder
+from lss_lightning.fields.velocity import linear_velocity
+
+HALO_CHANNEL = re.compile(r"halos_m(\d+)(_rsd)?")
+HALO_SHORTHANDS = {"halos": "real", "halos_rsd": "redshift"}
+HALO_VECTOR_FIELDS = ("halo_velocity", "velocity_linear_halos")  # each also with "_rsd"
+UNKNOWN_COUNT = -1  # n_particles / min_particles when a finder does not record them
+
+
+@dataclass(frozen=True)
+class HaloCatalogue:
+    """Haloes of one simulation in project units (the store's ``halos/`` group holds exactly this).
+
+    positions (H, 3) comoving Mpc/h in [0, L); velocities (H, 3) peculiar km/s; masses (H,) Msun/h;
+    n_particles (H,) member particles (-1 where the finder does not say). particle_mass in Msun/h,
+    linking_length in units of the mean interparticle separation (NaN where it does not apply),
+    min_particles (-1 if unknown), finder ("fof", "rockstar:<mass column>[:hosts]"), source (for messages).
+    """
+
+    positions: np.ndarray
+    velocities: np.ndarray
+    masses: np.ndarray
+    n_particles: np.ndarray
+    particle_mass: float = math.nan
+    linking_length: float = math.nan
+    min_particles: int = UNKNOWN_COUNT
+    finder: str = "unknown"
+    source: str = ""
+
+    def __post_init__(self):
+        n = len(self.masses)
+        shapes = {
+            "positions": (np.shape(self.positions), (n, 3)),
+            "velocities": (np.shape(self.velocities), (n, 3)),
+            "n_particles": (np.shape(self.n_particles), (n,)),
+        }
+        for name, (got, want) in shapes.items():
+            if tuple(got) != want:
+                raise ValueError(f"{self.source or 'halo catalogue'}: {name} shaped {got}, expected {want}")
+
+    def __len__(self) -> int:
+        return len(self.masses)
+
+    def subset(self, keep: np.ndarray) -> HaloCatalogue:
+        return replace(
+            self,
+            positions=self.positions[keep],
+            velocities=self.velocities[keep],
+            masses=self.masses[keep],
+            n_particles=self.n_particles[keep],
+        )
+
+
+@dataclass(frozen=True)
+class MassBin:
+    lo: float  # Msun/h, inclusive
+    hi: float | None = None  # Msun/h, exclusive; None = no upper limit
+
+    def select(self, masses: np.ndarray) -> np.ndarray:
+        keep = masses >= self.lo
+        return keep if self.hi is None else keep & (masses < self.hi)
+
+    def describe(self) -> str:
+        return f"[{self.lo:.4g}, {'inf' if self.hi is None else f'{self.hi:.4g}'}) Msun/h"
+
+
+def parse_mass_bins(bins: Iterable[Sequence[float | None]] | None) -> list[MassBin]:
+    """Mass bins from [[lo, hi], ...] (hi may be null); bins may overlap (e.g. cumulative cuts)."""
+    out = []
+    for i, pair in enumerate(bins or []):
+        if len(pair) != 2:
+            raise ValueError(f"mass_bins[{i}] = {list(pair)}: give [lo, hi] in Msun/h (hi may be null)")
+        lo, hi = float(pair[0]), None if pair[1] is None else float(pair[1])
+        if lo < 0 or (hi is not None and not hi > lo):
+            raise ValueError(f"mass_bins[{i}] = {list(pair)}: need 0 <= lo < hi")
+        out.append(MassBin(lo, hi))
+    return out
+
+
+def in_any_bin(bins: Sequence[MassBin], masses: np.ndarray) -> np.ndarray:
+    keep = np.zeros(len(masses), dtype=bool)
+    for b in bins:
+        keep |= b.select(masses)
+    return keep
+
+
+def halo_channel_names(n_bins: int, spaces: Iterable[str] = ("real",)) -> list[str]:
+    suffix = {"real": "", "redshift": "_rsd"}
+    return [f"halos_m{i}{suffix[s]}" for s in spaces for i in range(n_bins)]
+
+
+def expand_halo_fields(fields: Sequence[str], n_bins: int) -> list[str]:
+    """Replace the shorthands ``halos`` / ``halos_rsd`` by one channel per mass bin (order kept, no repeats)."""
+    out = []
+    for name in fields:
+        out += halo_channel_names(n_bins, [HALO_SHORTHANDS[name]]) if name in HALO_SHORTHANDS else [name]
+    return list(dict.fromkeys(out))
+
+
+def is_catalogue_field(name: str) -> bool:
+    """True for the fields this module makes from a halo catalogue."""
+    return bool(HALO_CHANNEL.fullmatch(name)) or name.removesuffix("_rsd") in HALO_VECTOR_FIELDS
+
+
+def catalogue_fields(
+    catalogue: HaloCatalogue,
+    bins: Sequence[MassBin],
+    names: Sequence[str],
+    *,
+    grid: int,
+    box_size: float,
+    a_h: float,
+    a_h_f: float,
+    los_axis: int,
+    device=None,
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """The requested catalogue fields (see the module docstring) as float32 (C, N, N, N), with attributes.
+
+    a_h = a H(z) and a_h_f = a H(z) f(z) in (km/s)/(Mpc/h): the redshift-space shift and linear theory.
+    """
+    fields: dict[str, np.ndarray] = {}
+    attrs: dict[str, dict] = {}
+    common = {"finder": catalogue.finder}
+    paint = {"grid": grid, "box_size": box_size, "a_h": a_h, "los_axis": los_axis, "device": device}
+    channels: dict[int, list[str]] = {}
+    vectors = []
+    for name in names:
+        match = HALO_CHANNEL.fullmatch(name)
+        if match:
+            channels.setdefault(int(match.group(1)), []).append(name)
+        elif name.removesuffix("_rsd") in HALO_VECTOR_FIELDS:
+            vectors.append(name)
+        else:
+            raise ValueError(
+                f"{name!r} is not made from a halo catalogue (halos_m<i>[_rsd], "
+                f"{', '.join(HALO_VECTOR_FIELDS)} [+ '_rsd'])"
+            )
+    for i, channel_names in sorted(channels.items()):
+        if i >= len(bins):
+            raise ValueError(
+                f"{channel_names[0]} needs mass bin {i}, but only {len(bins)} mass_bins are given"
+            )
+        selected = _nonempty(
+            catalogue, bins[i].select(catalogue.masses), f"mass bin {i} {bins[i].describe()}"
+        )
+        grids, _ = _paint(selected, channel_names, "density", **paint)
+        for name in channel_names:
+            fields[name] = grids[name]
+            attrs[name] = {
+                **common,
+                "mass_min": bins[i].lo,
+                "mass_max": np.inf if bins[i].hi is None else bins[i].hi,
+                "n_halos": len(selected),
+                "number_density": len(selected) / box_size**3,  # (h/Mpc)^3
+                "weighting": "number",
+            }
+    if vectors:
+        if not bins:
+            raise ValueError(f"{vectors} need mass_bins to choose the haloes; give mass_bins=[[lo, hi], ...]")
+        selected = _nonempty(catalogue, in_any_bin(bins, catalogue.masses), "the mass bins together")
+        selection = {
+            **common,
+            "mass_min": min(b.lo for b in bins),
+            "mass_max": np.inf if any(b.hi is None for b in bins) else max(b.hi for b in bins),
+            "n_halos": len(selected),
+        }
+        for name in vectors:
+            kind = name.removesuffix("_rsd")
+            if kind == "halo_velocity":
+                grids, empty = _paint(selected, [name], "velocity", weights=selected.masses, **paint)
+                fields[name] = grids[name]
+                attrs[name] = {**selection, "weighting": "mass", "empty_fraction": empty[name]}
+            else:
+                density_name = "halos_all_rsd" if name.endswith("_rsd") else "halos_all"
+                grids, _ = _paint(selected, [density_name], "density", **paint)
+                delta = torch.from_numpy(grids[density_name])
+                fields[name] = linear_velocity(delta, box_size, a_h_f).numpy()
+                attrs[name] = {**selection, "weighting": "number", "a_h_f": a_h_f, "bias": 1.0}
+    return fields, attrs
+
+
+def _nonempty(catalogue: HaloCatalogue, keep: np.ndarray, what: str) -> HaloCatalogue:
+    if not keep.any():
+        span = (
+            f"{catalogue.masses.min():.4g}..{catalogue.masses.max():.4g} Msun/h"
+            if len(catalogue)
+            else "no haloes"
+        )
+        raise ValueError(
+            f"{catalogue.source}: {what} holds no haloes (the catalogue spans {span}); "
+            "widen or drop that bin in mass_bins"
+        )
+    return catalogue.subset(keep)
+
+
+def _paint(
+    haloes: HaloCatalogue,
+    names: Sequence[str],
+    kind: str,
+    *,
+    grid: int,
+    box_size: float,
+    a_h: float,
+    los_axis: int,
+    device=None,
+    weights: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Paint haloes with ParticleGridder: ``kind`` density or velocity, in the space each name says."""
+    sources = [f"{kind}_rsd" if n.endswith("_rsd") else kind for n in names]
+    gridder = ParticleGridder(grid, box_size, sources, a_h=a_h, los_axis=los_axis, device=device)
+    masses = 1.0 if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float32))
+    gridder.add(torch.from_numpy(haloes.positions), torch.from_numpy(haloes.velocities), masses)
+    painted = gridder.finalise()
+    grids = {n: painted[s].cpu().numpy() for n, s in zip(names, sources, strict=True)}
+    empty = {
+        n: gridder.empty_fraction[s]
+        for n, s in zip(names, sources, strict=True)
+        if s in gridder.empty_fraction
+    }
+    return grids, empty

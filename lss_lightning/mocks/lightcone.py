@@ -1,0 +1,211 @@
+"""Haloes on the past light cone of an observer, as (RA, DEC, observed redshift), and their histograms.
+
+Geometry: the observer sits at ``observer`` (Mpc/h, box coordinates) and looks along +x; for a halo at
+comoving offset r = (x, y, z) from the observer, RA = atan2(y, x) and DEC = arcsin(z / |r|) in degrees,
+so the cone -20 < RA, DEC < 20 is centred on the x axis. A halo at comoving distance chi = |r| has the
+cosmological redshift z_cos with chi(z_cos) = chi (``Cosmology.comoving_distance``, flat w0-wa), and the
+observed redshift 1 + z_obs = (1 + z_cos)(1 + v_r / c), v_r = v . r / |r| (redshift-space distortion).
+
+Time: the particle mesh writes halo catalogues at ``snapshots`` redshifts, the centres of equal slices of
+the cosmological redshift range [z_min - margin, z_max + margin]; snapshot i fills the comoving shell of
+its slice, so every point of the cone is taken from the snapshot nearest in time (haloes that cross a shell
+boundary between two snapshots may appear in both shells or in neither: the usual cost of snapshot cones).
+
+Tiling: the cone is wider than the box (chi = 1940 Mpc/h at z = 0.8 for Omega_m = 0.3), so the periodic box
+is repeated: replica (i, j, k) holds every halo at position + L (i, j, k). Each replica is a disjoint
+translate of the box, so a halo appears at most once per replica and shell; distinct replicas do show the
+same structure at different places on the sky or in depth (a cone 40 degrees wide out to chi ~ 1940 Mpc/h
+sees each region of a 500 Mpc/h box about 15 times), which is the stated limitation of small boxes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lss_lightning.cosmology import SPEED_OF_LIGHT, Cosmology
+from lss_lightning.fields.catalogue import HaloCatalogue
+
+
+@dataclass(frozen=True)
+class LightconeSettings:
+    """The cone and its histogram (mirrors the ``lightcone`` block of the mock config); angles in degrees."""
+
+    ra: tuple = (-20.0, 20.0)
+    dec: tuple = (-20.0, 20.0)
+    z: tuple = (0.3, 0.8)  # observed redshift range
+    snapshots: int = 6  # particle-mesh outputs across the range
+    margin: float = 0.01  # cosmological redshifts this far outside the range are kept (v_r moves them in)
+    mass_min: float = 0.0  # Msun/h
+    observer: tuple = (0.0, 0.0, 0.0)  # Mpc/h, box coordinates
+    rsd: bool = True  # observed redshifts include v_r / c
+
+    def __post_init__(self):
+        for name, lo_limit, hi_limit in (("ra", -180, 180), ("dec", -90, 90)):
+            lo, hi = getattr(self, name)
+            if not lo_limit <= lo < hi <= hi_limit:
+                raise ValueError(
+                    f"lightcone.{name} must be [lo, hi] within [{lo_limit}, {hi_limit}] degrees, got {[lo, hi]}"
+                )
+        if not 0 <= self.z[0] < self.z[1]:
+            raise ValueError(
+                f"lightcone.z must be [z_min, z_max] with 0 <= z_min < z_max, got {list(self.z)}"
+            )
+        if max(abs(self.ra[0]), abs(self.ra[1])) >= 90:
+            raise ValueError("lightcone.ra must stay within (-90, 90) degrees: the cone looks along +x")
+        if int(self.snapshots) < 1 or self.margin < 0:
+            raise ValueError("need lightcone.snapshots >= 1 and lightcone.margin >= 0")
+        object.__setattr__(self, "ra", tuple(float(v) for v in self.ra))
+        object.__setattr__(self, "dec", tuple(float(v) for v in self.dec))
+        object.__setattr__(self, "z", tuple(float(v) for v in self.z))
+        object.__setattr__(self, "observer", tuple(float(v) for v in self.observer))
+
+    @property
+    def cosmological_range(self) -> tuple[float, float]:
+        return max(self.z[0] - self.margin, 0.0), self.z[1] + self.margin
+
+    def snapshot_redshifts(self) -> np.ndarray:
+        """Centres of ``snapshots`` equal slices of the cosmological redshift range, highest first."""
+        lo, hi = self.cosmological_range
+        edges = np.linspace(lo, hi, self.snapshots + 1)
+        return (0.5 * (edges[:-1] + edges[1:]))[::-1]
+
+    def slice_edges(self) -> np.ndarray:
+        lo, hi = self.cosmological_range
+        return np.linspace(lo, hi, self.snapshots + 1)
+
+    def histogram_edges(self, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(np.linspace(lo, hi, bins + 1) for lo, hi in (self.ra, self.dec, self.z))
+
+
+@dataclass(frozen=True)
+class LightconeHaloes:
+    """Haloes on the cone: RA, DEC (degrees), observed and cosmological redshift, comoving distance (Mpc/h),
+    mass (Msun/h), and where each came from (snapshot, replica (i, j, k), index in that catalogue)."""
+
+    ra: np.ndarray
+    dec: np.ndarray
+    z_obs: np.ndarray
+    z_cos: np.ndarray
+    chi: np.ndarray
+    mass: np.ndarray
+    snapshot: np.ndarray
+    replica: np.ndarray
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ra)
+
+
+def sky_coordinates(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(RA, DEC in degrees, chi in Mpc/h) of comoving offsets (P, 3) from the observer (line of sight +x)."""
+    chi = np.linalg.norm(offsets, axis=1)
+    ra = np.degrees(np.arctan2(offsets[:, 1], offsets[:, 0]))
+    dec = np.degrees(np.arcsin(np.clip(offsets[:, 2] / np.where(chi > 0, chi, 1.0), -1.0, 1.0)))
+    return ra, dec, chi
+
+
+def replicas(
+    box_size: float, observer: np.ndarray, settings: LightconeSettings, chi_min: float, chi_max: float
+):
+    """Integer replica offsets (i, j, k) whose box L [i, i + 1) x ... (box coordinates) can hold points of
+    the cone between chi_min and chi_max: the sector's bounding box, from its boundary sampled every
+    ~0.5 degree at both radii (plus the axis directions inside it), widened by the sampling error."""
+    angles = []
+    for lo, hi in (settings.ra, settings.dec):
+        grid = np.linspace(lo, hi, max(3, int((hi - lo) / 0.5) + 1))
+        angles.append(np.unique(np.r_[grid, [0.0] if lo < 0 < hi else []]))
+    ra, dec = np.meshgrid(np.radians(angles[0]), np.radians(angles[1]), indexing="ij")
+    direction = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], -1).reshape(-1, 3)
+    points = np.concatenate([chi_min * direction, chi_max * direction])
+    step = np.radians(0.5)
+    pad = chi_max * step**2 + 1e-6 * box_size
+    lows, highs = points.min(0) - pad + observer, points.max(0) + pad + observer
+    ranges = [
+        range(math.floor(lo / box_size), math.floor(hi / box_size) + 1)
+        for lo, hi in zip(lows, highs, strict=True)
+    ]
+    return [np.array(r) for r in itertools.product(*ranges)]
+
+
+def place_on_lightcone(
+    snapshots: list[tuple[float, HaloCatalogue]],
+    cosmology: Cosmology,
+    box_size: float,
+    settings: LightconeSettings,
+) -> LightconeHaloes:
+    """The haloes of each (redshift, catalogue) snapshot in its comoving shell of the cone, tiled periodically."""
+    slice_edges = settings.slice_edges()
+    chi_edges = cosmology.comoving_distance(slice_edges)
+    observer = np.asarray(settings.observer, dtype=float)
+    snapshot_z = settings.snapshot_redshifts()
+    parts = []
+    for z_snap, catalogue in snapshots:
+        i = int(np.argmin(np.abs(snapshot_z - z_snap)))
+        if abs(snapshot_z[i] - z_snap) > 1e-6:
+            raise ValueError(f"snapshot at z = {z_snap} is not one of the cone's {snapshot_z.tolist()}")
+        # snapshot_z is highest first; slice j (low to high) of snapshot i is j = snapshots - 1 - i
+        j = settings.snapshots - 1 - i
+        chi_lo, chi_hi = chi_edges[j], chi_edges[j + 1]
+        keep = catalogue.masses >= settings.mass_min
+        pos = catalogue.positions[keep].astype(np.float64)
+        vel = catalogue.velocities[keep].astype(np.float64)
+        index = np.flatnonzero(keep)
+        for replica in replicas(box_size, observer, settings, chi_lo, chi_hi):
+            offsets = pos + box_size * replica - observer
+            ra, dec, chi = sky_coordinates(offsets)
+            inside = (
+                (chi >= chi_lo)
+                & (chi < chi_hi)
+                & (ra >= settings.ra[0])
+                & (ra < settings.ra[1])
+                & (dec >= settings.dec[0])
+                & (dec < settings.dec[1])
+            )
+            if not inside.any():
+                continue
+            z_cos = cosmology.redshift_at_distance(chi[inside])
+            z_obs = z_cos
+            if settings.rsd:
+                v_r = (vel[inside] * offsets[inside]).sum(1) / chi[inside]
+                z_obs = (1 + z_cos) * (1 + v_r / SPEED_OF_LIGHT) - 1
+            n = int(inside.sum())
+            parts.append(
+                (
+                    ra[inside],
+                    dec[inside],
+                    z_obs,
+                    z_cos,
+                    chi[inside],
+                    catalogue.masses[keep][inside],
+                    np.full(n, i),
+                    np.tile(replica, (n, 1)),
+                    index[inside],
+                )
+            )
+    if not parts:
+        empty = np.zeros(0)
+        return LightconeHaloes(
+            empty,
+            empty,
+            empty,
+            empty,
+            empty,
+            empty,
+            empty.astype(int),
+            np.zeros((0, 3), int),
+            empty.astype(int),
+        )
+    columns = [np.concatenate(c) for c in zip(*parts, strict=True)]
+    return LightconeHaloes(*columns)
+
+
+def histogram(haloes: LightconeHaloes, settings: LightconeSettings, bins: int) -> np.ndarray:
+    """Halo counts on a bins^3 grid over the (RA, DEC, z_obs) ranges, shaped (1, bins, bins, bins), float32."""
+    counts, _ = np.histogramdd(
+        np.stack([haloes.ra, haloes.dec, haloes.z_obs], axis=1), bins=settings.histogram_edges(bins)
+    )
+    return counts.astype(np.float32)[None]

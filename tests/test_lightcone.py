@@ -1,0 +1,176 @@
+"""Haloes on the light cone: angles and redshifts from the cosmology's distances, periodic tiling, the store."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+from scipy.integrate import quad
+
+from lss_lightning.cosmology import SPEED_OF_LIGHT, Cosmology
+from lss_lightning.fields.catalogue import HaloCatalogue
+from lss_lightning.mocks.generate import MockConfig, generate_store
+from lss_lightning.mocks.lightcone import LightconeSettings, histogram, place_on_lightcone, sky_coordinates
+
+
+def _catalogue(positions, velocities, masses=None) -> HaloCatalogue:
+    positions = np.asarray(positions, dtype=np.float32)
+    n = len(positions)
+    return HaloCatalogue(
+        positions=positions,
+        velocities=np.asarray(velocities, dtype=np.float32),
+        masses=np.full(n, 1e14) if masses is None else np.asarray(masses, float),
+        n_particles=np.full(n, 100),
+    )
+
+
+def _distance(cosmo: Cosmology, z: float) -> float:
+    """chi(z) by direct quadrature, independent of the cosmology module's table."""
+    return quad(lambda x: SPEED_OF_LIGHT / 100.0 / float(cosmo.efunc(x)), 0.0, z, epsrel=1e-10)[0]
+
+
+@pytest.mark.parametrize("cosmo", [Cosmology(), Cosmology(Omega_m=0.28, w0=-0.8, wa=0.25, h=0.7)])
+def test_hand_placed_haloes_get_their_angles_and_redshifts(cosmo):
+    """Haloes at known (RA, DEC, z_cos) with radial velocities, in a box larger than the cone (no tiling)."""
+    box = 4000.0
+    observer = np.array([100.0, 2000.0, 2000.0])
+    truth = [
+        (10.0, -5.0, 0.42, 300.0),
+        (-15.0, 12.0, 0.61, -450.0),
+        (0.0, 0.0, 0.75, 0.0),
+        (19.0, 19.0, 0.33, 800.0),
+    ]
+    positions, velocities = [], []
+    for ra, dec, z, v_r in truth:
+        unit = np.array(
+            [
+                math.cos(math.radians(dec)) * math.cos(math.radians(ra)),
+                math.cos(math.radians(dec)) * math.sin(math.radians(ra)),
+                math.sin(math.radians(dec)),
+            ]
+        )
+        positions.append(observer + _distance(cosmo, z) * unit)
+        velocities.append(
+            v_r * unit + np.array([0.0, 50.0, -70.0]) * (1 - abs(unit[1]))
+        )  # plus some transverse motion
+    settings = LightconeSettings(snapshots=1, observer=tuple(observer))
+    z_snap = float(settings.snapshot_redshifts()[0])
+    cone = place_on_lightcone([(z_snap, _catalogue(positions, velocities))], cosmo, box, settings)
+    assert len(cone) == len(truth)
+    order = np.argsort(cone.index)
+    for j, (ra, dec, z, _) in enumerate(truth):
+        k = order[j]
+        v = np.asarray(velocities[j])
+        unit = (positions[j] - observer) / np.linalg.norm(positions[j] - observer)
+        expected_obs = (1 + z) * (1 + float(v @ unit) / SPEED_OF_LIGHT) - 1
+        assert cone.ra[k] == pytest.approx(ra, abs=1e-4) and cone.dec[k] == pytest.approx(dec, abs=1e-4)
+        assert cone.z_cos[k] == pytest.approx(z, abs=2e-6)  # float32 positions: ~1e-4 Mpc/h
+        assert cone.z_obs[k] == pytest.approx(expected_obs, abs=2e-6)
+
+
+def test_tiling_covers_the_cone_once():
+    """A 150 Mpc/h box tiled over a cone to z = 0.35: every (halo, replica) inside the cone appears exactly
+    once, matching a brute-force scan of a generous block of replicas."""
+    rng = np.random.default_rng(0)
+    box, cosmo = 150.0, Cosmology()
+    settings = LightconeSettings(z=(0.1, 0.3), snapshots=2, margin=0.02, observer=(10.0, 20.0, 30.0))
+    catalogues = [
+        (float(z), _catalogue(rng.uniform(0, box, (400, 3)), np.zeros((400, 3))))
+        for z in settings.snapshot_redshifts()
+    ]
+    cone = place_on_lightcone(catalogues, cosmo, box, settings)
+    keys = {
+        (int(s), *map(int, r), int(i))
+        for s, r, i in zip(cone.snapshot, cone.replica, cone.index, strict=True)
+    }
+    assert len(keys) == len(cone) > 1000  # no (snapshot, replica, halo) twice
+    positions = np.round(np.stack([cone.ra, cone.dec, cone.chi], 1), 6)
+    assert len(np.unique(positions, axis=0)) == len(cone)  # no two haloes at the same place
+    chi_edges = cosmo.comoving_distance(settings.slice_edges())
+    expected = 0
+    observer = np.array(settings.observer)
+    for snap, (_, cat) in enumerate(catalogues):
+        j = settings.snapshots - 1 - snap
+        for offset in np.ndindex(17, 17, 17):  # replicas -8..8: chi(0.32) = 890 Mpc/h < 8 boxes
+            replica = np.array(offset) - 8
+            ra, dec, chi = sky_coordinates(cat.positions.astype(float) + box * replica - observer)
+            expected += int(
+                (
+                    (chi >= chi_edges[j]) & (chi < chi_edges[j + 1]) & (np.abs(ra) < 20) & (np.abs(dec) < 20)
+                ).sum()
+            )
+    assert len(cone) == expected
+    counts = histogram(cone, settings, 8)
+    inside = (cone.z_obs >= 0.1) & (cone.z_obs < 0.3)
+    assert counts.shape == (1, 8, 8, 8) and counts.sum() == inside.sum()
+
+
+def test_light_cone_store_from_particle_mesh_snapshots(tmp_path):
+    cfg = MockConfig(
+        store=str(tmp_path / "cone"),
+        n_sims=2,
+        grid=8,
+        particles=32,
+        box_size=128.0,
+        power="eh",
+        pm={"steps": 4},
+        fof={"min_particles": 5},
+        fields=["lightcone"],
+        lightcone={"z": [0.05, 0.15], "snapshots": 2, "ra": [-30, 30], "dec": [-30, 30]},
+        device="cpu",
+    )
+    store = generate_store(cfg, progress=False)
+    spec = store.fields["lightcone"]
+    assert (spec.axes, spec.units, spec.kind) == ("ra,dec,z", "count", "scalar")
+    assert store.halos is None and store.redshift == pytest.approx(0.1)
+    counts = store.read("sim_00000", "lightcone")
+    assert counts.shape == (1, 8, 8, 8) and counts.sum() > 20 and np.all(counts == np.round(counts))
+    with h5py.File(store.path("sim_00000")) as f:
+        assert f["fields/lightcone"].attrs["axes"] == "ra,dec,z"
+    with pytest.raises(ValueError, match=r"lightcone store needs solver=pm and fields=\[lightcone\]"):
+        MockConfig(store="x", fields=["density"], lightcone={"snapshots": 2})
+    with pytest.raises(ValueError, match="needs a lightcone block"):
+        MockConfig(store="x", fields=["lightcone"])
+
+
+def test_light_cone_crops_get_only_the_sky_mirrors(tmp_path):
+    """A parameter network on light-cone histograms: augmentation uses the 4 mirrors of RA and DEC, never a
+    flip of the redshift axis or an RA/DEC swap."""
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.data.crops import sky_symmetries
+    from lss_lightning.run import build_data
+
+    cfg = MockConfig(
+        store=str(tmp_path / "cone"),
+        n_sims=3,
+        grid=8,
+        particles=16,
+        box_size=128.0,
+        power="eh",
+        design="latin_hypercube",
+        pm={"steps": 2},
+        fof={"min_particles": 3},
+        fields=["lightcone"],
+        lightcone={"z": [0.05, 0.15], "snapshots": 1},
+        device="cpu",
+    )
+    generate_store(cfg, progress=False)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        train_cfg = compose(
+            config_name="train",
+            overrides=[
+                "model=cnn3d",
+                f"data.store={cfg.store}",
+                "data.inputs=[lightcone]",
+                "data.crop=8",
+                "data.pad=0",
+            ],
+        )
+    dm = build_data(train_cfg)
+    symmetries = dm.symmetries()
+    assert symmetries == sky_symmetries() and len(symmetries) == 4
+    assert all(s.perm == (0, 1, 2) and not s.flips[2] for s in symmetries)
