@@ -110,6 +110,7 @@ def test_two_process_ddp_on_cpu_trains_and_evaluates(tiny_store, tmp_path):
     [
         ("vit3d", ["model.net.name=vit3d_tiny", "+model.net.patch_size=8"]),
         ("cnn3d", ["model.net.name=cnn3d"]),
+        ("summary_mlp", ["model.summaries=[power_spectrum,correlation_function]", "model.n_summary_bins=4"]),
     ],
 )
 def test_parameter_models_train_and_evaluate(tiny_lh_store, tiny_store, tmp_path, model, net):
