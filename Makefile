@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[dev]'
-	$(PY) -c "import torch, timm, lightning, hydra, camb, h5py, hdf5plugin; print('torch', torch.__version__, 'timm', timm.__version__)"
+	$(PY) -c "import torch, timm, lightning, hydra, camb, h5py, hdf5plugin, monai, zuko, tarp; print('torch', torch.__version__, 'timm', timm.__version__)"
 	touch $(STAMP)
 
 install: $(STAMP)

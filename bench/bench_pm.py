@@ -21,6 +21,7 @@ Run: .venv/bin/python bench/bench_pm.py [--seeds 2] [--skip-big] [--skip-sweep] 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -351,6 +352,7 @@ def main(seeds: int, big: bool, with_sweep: bool) -> None:
     from lss_lightning.mocks.halos import particle_mass
 
     torch.set_num_threads(2)
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (timings assume an otherwise idle machine)")
     print(
         f"particle mesh vs HMcode-2020: {N}^3 particles in {BOX:g} Mpc/h, z = 0, defaults, fixed amplitudes"
     )
@@ -443,3 +445,4 @@ if __name__ == "__main__":
     parser.add_argument("--skip-sweep", action="store_true", help="skip the steps / mesh-factor table")
     args = parser.parse_args()
     main(args.seeds, not args.skip_big, not args.skip_sweep)
+    print(f"load average at the end (last minute): {os.getloadavg()[0]:.2f}")

@@ -59,9 +59,12 @@ def leaf_output_bytes(net: nn.Module, input_size: int) -> int:
     leaves = [m for m in net.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(count) for m in leaves]
     try:
-        x = torch.empty(1, int(net.in_channels), input_size, input_size, input_size, device="meta")
         summaries = int(getattr(net, "num_summaries", 0) or 0)
         with torch.no_grad():
+            if not getattr(net, "takes_field", True):  # summary-only backbones (models/summary_mlp.py)
+                net(torch.empty(1, summaries, device="meta"))
+                return total
+            x = torch.empty(1, int(net.in_channels), input_size, input_size, input_size, device="meta")
             net(x, torch.empty(1, summaries, device="meta")) if summaries else net(x)
     finally:
         for hook in hooks:

@@ -118,6 +118,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_training_config(cfg, resume)  # before any data is read or generated
     tracking.assign_run_ids(cfg, resume)  # a resumed training continues its W&B run
     out_dir.mkdir(parents=True, exist_ok=True)
+    fiducial = (cfg.get("evaluation") or {}).get("fiducial_store")
+    if cfg.get("evaluate", True) and fiducial and not (Path(fiducial) / "manifest.json").exists():
+        raise FileNotFoundError(
+            f"evaluation.fiducial_store={fiducial} is not a field store: build it first (a design=seeds mock set, "
+            "e.g. data=pm_fiducial; see the experiment's header) or set evaluation.fiducial_store=null"
+        )
     dm = build_data(cfg)
     model = build_model(cfg, dm)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -190,7 +196,7 @@ def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
     saved = ("input_layouts", "target_layouts", "parameter_names", "img_size")  # what the data told the task
     model = instantiate(cfg.model, **{k: hparams[k] for k in saved if k in hparams})
     model.load_state_dict(checkpoint["state_dict"])
-    model.run_config = config
+    model.on_load_checkpoint(checkpoint)  # the run config (and what else the task keeps in checkpoints)
     return model
 
 
@@ -210,7 +216,15 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
     if dm.target_kind == "parameters":
         from lss_lightning.evaluate.inference import evaluate_inference, plot_parameters
 
-        metrics = evaluate_inference(model, store, sims, parameter_names=dm.parameter_names, **common)
+        metrics = evaluate_inference(
+            model,
+            store,
+            sims,
+            parameter_names=dm.parameter_names,
+            settings=settings,
+            splits=dm.splits,
+            **common,
+        )
         figures = (
             {"parameters": plot_parameters(metrics, out_dir / "parameters.png")}
             if settings.get("plots", True)
@@ -350,7 +364,16 @@ def _print_parameter_summary(metrics: dict, out_dir: Path) -> None:
     table = Table(
         title=f"parameters of {len(metrics['simulations'])} test boxes ({metrics['subvolumes_per_box']} sub-volumes each)"
     )
-    for column in ("parameter", "RMSE", "relative error", "R^2", "mean sigma"):
+    for column in (
+        "parameter",
+        "RMSE",
+        "relative error",
+        "R^2",
+        "mean sigma",
+        "chi2/N",
+        "cov. 68%",
+        "cov. 95%",
+    ):
         table.add_column(column)
     for name, s in metrics["summary"].items():
         table.add_row(
@@ -359,6 +382,9 @@ def _print_parameter_summary(metrics: dict, out_dir: Path) -> None:
             _fmt(s["relative_error"], 4),
             _fmt(s["r2"]),
             _fmt(s.get("mean_sigma"), 4),
+            _fmt(s.get("reduced_chi2"), 2),
+            _fmt(s.get("coverage_68"), 2),
+            _fmt(s.get("coverage_95"), 2),
         )
     Console().print(table)
     Console().print(f"metrics and plots: {out_dir}")

@@ -87,3 +87,12 @@ def tiny_halo_store(tmp_path_factory):
         device="cpu",
     )
     return generate_store(cfg, progress=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train faster on one thread, and do not stall when other jobs load the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

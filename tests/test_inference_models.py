@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -124,7 +127,7 @@ def test_cnn_accepts_other_sizes_and_says_the_minimum():
     with torch.no_grad():
         for n in (5, 17, 33):
             assert generic(torch.randn(1, 1, n, n, n)).shape == (1, 2)
-    assert list_cnn3ds() == ["cnn3d", "cnn3d_min2024"]
+    assert list_cnn3ds() == ["cnn3d", "cnn3d_hwang_sabiu", "cnn3d_min2024"]
 
 
 def test_cnn_configuration_errors():
@@ -163,3 +166,95 @@ def test_bf16_autocast_forward_and_backward_on_cpu(make):
     out.float().square().mean().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+# -- EfficientNet3D, the summary MLP, the Hwang & Sabiu CNN size -------------------------------------
+def test_efficientnet_presets_follow_the_compound_scaling_of_tan_and_le():
+    from monai.networks.nets.efficientnet import MBConvBlock
+
+    from lss_lightning.models.efficientnet import (
+        B0_BLOCKS,
+        create_efficientnet3d,
+        efficientnet3d_preset_config,
+        list_efficientnet3ds,
+    )
+
+    assert list_efficientnet3ds() == [f"efficientnet3d_b{i}" for i in range(4)]
+    expected = {"b0": (1.0, 1.0, 64), "b1": (1.0, 1.1, 69), "b2": (1.1, 1.2, 74), "b3": (1.2, 1.4, 86)}
+    repeats = [int(b.split("_")[0][1:]) for b in B0_BLOCKS]  # b0: 1, 2, 2, 3, 3, 4, 1
+    for variant, (width, depth, crop) in expected.items():
+        cfg = efficientnet3d_preset_config(f"efficientnet3d_{variant}")
+        assert (cfg["width_coefficient"], cfg["depth_coefficient"], cfg["img_size"]) == (width, depth, crop)
+        model = create_efficientnet3d(f"efficientnet3d_{variant}", num_outputs=2)
+        blocks = [m for m in model.modules() if isinstance(m, MBConvBlock)]
+        assert len(blocks) == sum(math.ceil(r * depth) for r in repeats)  # depth scaling of every stage
+        assert all(b.has_se for b in blocks)  # squeeze-and-excitation everywhere
+        assert model.num_features == int(1280 * width + 4) // 8 * 8  # width scaling, rounded to 8
+        depthwise = blocks[0]._depthwise_conv
+        assert isinstance(depthwise, nn.Conv3d) and depthwise.groups == depthwise.in_channels  # 3D MBConv
+    assert n_params(create_efficientnet3d("efficientnet3d_b0", num_outputs=1)) == 4_689_661
+
+
+def test_efficientnet_shapes_with_summaries_and_other_crops():
+    from lss_lightning.models.efficientnet import create_efficientnet3d
+
+    torch.manual_seed(0)
+    model = create_efficientnet3d(
+        "efficientnet3d_b0", in_channels=2, num_outputs=6, img_size=32, num_summaries=5
+    ).eval()
+    x, s = torch.randn(2, 2, 32, 32, 32), torch.randn(2, 5)
+    with torch.no_grad():
+        assert model(x, s).shape == (2, 6)
+        assert model(torch.randn(1, 2, 40, 40, 40), torch.randn(1, 5)).shape == (1, 6)
+        assert not torch.allclose(model(x, s), model(x, s + 1))
+    with pytest.raises(ValueError, match="no summaries were given"):
+        model(x)
+    with pytest.raises(ValueError, match=r"\(B, 2, X, Y, Z\)"):
+        model(torch.randn(1, 1, 32, 32, 32), s[:1])
+
+
+def test_summary_mlp_sees_only_summaries():
+    from lss_lightning.models.summary_mlp import SummaryMLP, create_summary_mlp, list_summary_mlps
+
+    assert list_summary_mlps() == ["summary_mlp"]
+    model = create_summary_mlp("summary_mlp", num_summaries=8, num_outputs=4, in_channels=3, img_size=16)
+    assert model.takes_field is False and model(torch.randn(5, 8)).shape == (5, 4)
+    with pytest.raises(ValueError, match="needs summaries"):
+        SummaryMLP(num_summaries=0)
+    with pytest.raises(ValueError, match=r"\(B, 8\)"):
+        model(torch.randn(5, 7))
+
+
+def test_hwang_sabiu_cnn_preset_has_the_talks_parameter_count():
+    model = create_cnn3d("cnn3d_hwang_sabiu")  # 64^3, one channel, three outputs
+    assert model.feature_sizes(64) == [32, 16, 8, 4, 2]
+    assert n_params(model) == 9_161_507 and abs(n_params(model) / 9_162_439 - 1) < 0.001
+
+
+# -- attention rollout --------------------------------------------------------------------------------
+def test_recomputed_attention_reproduces_timms_attention_output():
+    from lss_lightning.evaluate.attention import attention_weights
+
+    vit = tiny_vit().eval()
+    attn = vit.blocks[0].attn
+    tokens = torch.randn(2, 9, 32)
+    weights = attention_weights(attn, tokens)  # (B, heads, N, N)
+    v = attn.qkv(tokens).reshape(2, 9, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)[2]
+    rebuilt = attn.proj((weights @ v).transpose(1, 2).reshape(2, 9, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt, attn(tokens), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, attn.num_heads, 9))
+
+
+def test_attention_rollout_is_uniform_for_uniform_attention_and_sums_to_one():
+    from lss_lightning.evaluate.attention import attention_rollout
+
+    vit = tiny_vit()
+    x = torch.randn(1, 1, 16, 16, 16)
+    rollout = attention_rollout(vit, x)
+    assert rollout.shape == (4, 4, 4) and rollout.sum() == pytest.approx(1.0) and (rollout > 0).all()
+    for block in vit.blocks:  # q = k = 0: every token attends equally to every token
+        nn.init.zeros_(block.attn.qkv.weight)
+        nn.init.zeros_(block.attn.qkv.bias)
+    np.testing.assert_allclose(attention_rollout(vit, x), 1 / 64, rtol=1e-9)
+    assert vit.training  # restored

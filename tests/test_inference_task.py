@@ -17,13 +17,9 @@ from torch.utils.data import DataLoader
 from lss_lightning.fields.spectra import power_spectrum
 from lss_lightning.models.cnn import CNN3D
 from lss_lightning.models.vit import create_vit3d
-from lss_lightning.tasks.inference import (
-    ParameterInference,
-    binned_power_spectrum,
-    fourier_power_channels,
-    summary_bin_edges,
-)
-from lss_lightning.tasks.losses import MomentNetworkLoss, moment_network_loss
+from lss_lightning.tasks.inference import ParameterInference, binned_power_spectrum, fourier_power_channels
+from lss_lightning.tasks.losses import GaussianNLLLoss, MomentNetworkLoss, moment_network_loss
+from lss_lightning.tasks.summaries import summary_bin_edges
 
 # -- moment-network loss -----------------------------------------------------------------------------
 
@@ -261,6 +257,98 @@ def test_setup_checks_the_data_against_the_model():
     with pytest.raises(ValueError, match="unknown summaries"):
         task(summaries=["bispectrum"])
     with pytest.raises(ValueError, match="loss must be"):
-        task(loss="gaussian_nll")
+        task(loss="gaussian")
     with pytest.raises(ValueError, match="range"):
         task(parameter_ranges={"offset": (1.0, -1.0), "amplitude": (0.5, 2.0)})
+
+
+# -- every backbone x input combination ---------------------------------------------------------------
+def _efficientnet(**kwargs):
+    from lss_lightning.models.efficientnet import create_efficientnet3d
+
+    return create_efficientnet3d("efficientnet3d_b0", **kwargs)
+
+
+def _summary_mlp(**kwargs):
+    from lss_lightning.models.summary_mlp import create_summary_mlp
+
+    return create_summary_mlp("summary_mlp", **kwargs)
+
+
+BACKBONES = {"cnn": SMALL_CNN, "efficientnet": _efficientnet, "vit": SMALL_VIT, "summary_mlp": _summary_mlp}
+ALL_SUMMARIES = ["power_spectrum", "correlation_function", "scattering"]
+INPUTS = {
+    "field": {},
+    "fourier": {"fourier_channel": True},
+    "summaries": {"summaries": ALL_SUMMARIES},
+    "fourier+summaries": {"fourier_channel": True, "summaries": ALL_SUMMARIES},
+    "pk": {"summaries": ["power_spectrum"]},
+    "xi": {"summaries": ["correlation_function"], "xi_range": [0.04, 0.5]},
+}
+COMBINATIONS = [
+    (b, i) for b in BACKBONES for i in INPUTS if b != "summary_mlp" or i in ("pk", "xi", "summaries")
+]
+
+
+@pytest.mark.parametrize(("backbone", "inputs"), COMBINATIONS)
+def test_every_backbone_and_input_passes_a_fast_dev_run(backbone, inputs):
+    n = 16
+    dm = SyntheticParameters(n=n, n_train=16, n_val=8, batch_size=8)
+    settings = dict(INPUTS[inputs], n_summary_bins=4, xi_bins=4, scattering_J=2)
+    img_size = (
+        n if backbone in ("vit", "efficientnet") else None
+    )  # the task passes the crop to nets that take it
+    model = task(net=BACKBONES[backbone], loss="moment", img_size=img_size, **settings)
+    trainer(fast_dev_run=True).fit(model, datamodule=dm)
+    x = dm.val_items[0]["input"][None].repeat(3, 1, 1, 1, 1)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        net_in, summaries = model.network_inputs(x)
+    assert out.shape == (3, 4)  # mean and std of (offset, amplitude)
+    assert net_in.shape == (3, 2 if settings.get("fourier_channel") else 1, n, n, n)
+    expected = {"power_spectrum": 4, "correlation_function": 4, "scattering": 3 * (1 + 2 * 3 + 1 * 3)}
+    assert model.num_summaries == sum(expected[s] for s in settings.get("summaries", []))
+    assert (summaries is None) == (model.num_summaries == 0)
+    if summaries is not None:
+        assert summaries.shape == (3, model.num_summaries) and bool(model.summaries.fitted)
+    mean, std = model.predict_parameters(x)
+    assert mean.shape == std.shape == (3, 2) and (std > 0).all()
+
+
+def test_a_summary_only_network_refuses_the_fourier_channel():
+    with pytest.raises(ValueError, match="fourier_channel=false"):
+        task(net=_summary_mlp, fourier_channel=True, summaries=["power_spectrum"], n_summary_bins=4)
+    with pytest.raises(ValueError, match="needs summaries"):
+        task(net=_summary_mlp)
+
+
+# -- the uncertainty losses learn the true scatter --------------------------------------------------
+@pytest.mark.parametrize("loss", [MomentNetworkLoss(), GaussianNLLLoss()], ids=["moment", "gaussian_nll"])
+def test_std_losses_learn_the_true_scatter_of_a_toy_gaussian_problem(loss, one_thread):
+    """theta | x ~ N(sin(3x), (0.05 + 0.25 x)^2), x ~ U(0, 1): a small MLP trained with the loss recovers
+    the heteroscedastic sigma(x), not just its average."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8192, 1, generator=g)
+    sigma = 0.05 + 0.25 * x
+    theta = torch.sin(3 * x) + sigma * torch.randn(x.shape, generator=g)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(1, 64),
+        torch.nn.GELU(),
+        torch.nn.Linear(64, 64),
+        torch.nn.GELU(),
+        torch.nn.Linear(64, 2),
+    )
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(1500):
+        idx = torch.randint(0, len(x), (512,), generator=g)
+        optimiser.zero_grad()
+        loss(net(x[idx]), theta[idx]).backward()
+        optimiser.step()
+    grid = torch.linspace(0.05, 0.95, 19)[:, None]
+    with torch.no_grad():
+        mean, std = loss.split(net(grid))
+    true_sigma = 0.05 + 0.25 * grid
+    assert torch.all((std / true_sigma - 1).abs() < 0.2), torch.cat([std, true_sigma], 1)
+    assert torch.all((mean - torch.sin(3 * grid)).abs() < true_sigma)  # the mean within one sigma

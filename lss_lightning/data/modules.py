@@ -13,6 +13,7 @@ saved beside the store's manifest. HDF5 files are opened lazily in each worker p
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -281,8 +282,21 @@ class FieldCropDataModule(L.LightningDataModule):
         self.convert = dict(convert) if convert else None
         self.store: FieldStore | None = None
         self.statistics: dict[str, tuple[float, float]] = {}
+        self.parameter_names  # noqa: B018 (raises now, before any data is read, on a mix of fields and parameters)
+        if self.generate and "grid" in self.generate:
+            self.check_crop_fits(int(self.generate["grid"]))
 
-    # the store is built (mocks) on one process per node, then opened everywhere
+    def check_crop_fits(self, grid: int) -> None:
+        """For parameter targets, the sub-volume (the whole input crop) must fit in the box: a larger one
+        would repeat the periodic box inside it. (Field crops may wrap: tiles and stitching are periodic.)"""
+        side = self.geometry.input_size
+        if self.parameter_names and side > grid:
+            raise ValueError(
+                f"the sub-volume of {side} cells per side (data.crop={self.geometry.crop} + 2 x data.pad="
+                f"{self.geometry.pad}) is larger than the {grid}-cell box of {self.store_root}; use "
+                f"data.crop <= {grid - 2 * self.geometry.pad} or a store with a finer grid"
+            )
+
     def prepare_data(self) -> None:
         """Build the mock store when it is absent, or finish it when a run was killed while building it."""
         if self.generate is None:
@@ -317,6 +331,8 @@ class FieldCropDataModule(L.LightningDataModule):
             store = FieldStore(self.store_root)
             store.require_fields(self.input_names + self.target_field_names)
             self._check_lightcone_geometry(store)
+            self.check_crop_fits(store.grid)
+            self._check_parameters_vary(store)
             missing = store.missing()
             if missing:
                 raise StoreError(
@@ -353,11 +369,31 @@ class FieldCropDataModule(L.LightningDataModule):
         if all(n is None for n in names):
             return []
         if any(n is None for n in names):
+            odd = [t for t, n in zip(self.target_names, names, strict=True) if n is None]
+            hints = {t: difflib.get_close_matches(t, PARAMETER_NAMES, n=1) for t in odd}
+            hint = "; ".join(f"{t!r} -> {m[0]!r}?" for t, m in hints.items() if m)
             raise ValueError(
-                f"data.targets {self.target_names} mixes stored fields and cosmological parameters; "
-                f"use fields (e.g. [velocity]) or parameters (e.g. [Omega_m, sigma_8]), not both"
+                f"data.targets {self.target_names} mixes stored fields and cosmological parameters: {odd} are not "
+                f"among {list(PARAMETER_NAMES)}{' (' + hint + ')' if hint else ''}; use fields (e.g. [velocity]) "
+                "or parameters (e.g. [Omega_m, sigma_8]), not both"
             )
         return names
+
+    def _check_parameters_vary(self, store: FieldStore) -> None:
+        """From the manifest: a parameter target that takes one value in the whole store cannot be learnt."""
+        if not self.parameter_names:
+            return
+        values = {
+            p: {round(store.cosmology(s).to_dict()[p], 12) for s in store.simulation_ids}
+            for p in self.parameter_names
+        }
+        constant = [p for p, v in values.items() if len(v) < 2]
+        if constant:
+            raise ValueError(
+                f"{constant} take one value in every simulation of {self.store_root}: there is nothing to infer; "
+                "use a store with varying cosmologies (e.g. data=mocks_lh, a latin-hypercube design) or drop "
+                "them from data.targets"
+            )
 
     @property
     def target_kind(self) -> str:
@@ -474,6 +510,23 @@ class FieldCropDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
         )
+
+    def reference_dataloader(self) -> DataLoader:
+        """Tiles of the first ``stats_sims`` training simulations, unshuffled and unaugmented: the same
+        crops on every rank, for statistics of crops (e.g. the summaries' standardisation)."""
+        store = self.open_store()
+        sims = self.splits["train"][: self.stats_sims]
+        params = self.parameter_table(sims) if self.target_kind == "parameters" else None
+        dataset = FieldCropDataset(
+            store.root,
+            sims,
+            self.input_layouts,
+            self.target_layouts,
+            self.geometry,
+            parameters=params,
+            chunk_cache_mb=self.chunk_cache_mb,
+        )
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
 
     def _epoch_progress(self) -> tuple[int, int]:
         """(training batches completed in the current epoch, batches per epoch); (0, 0) outside a trainer."""

@@ -1,15 +1,38 @@
-"""Whole-box evaluation of parameter estimation: every sub-volume of each test box, averaged per box.
+"""Whole-box evaluation of parameter estimation: every sub-volume of each test box, combined per box.
 
-Each test box is tiled with the training crop size; the network's estimate for the box is the mean of
-its sub-volume estimates (and, for a moment network, the mean predicted standard deviation, alongside
-the scatter between sub-volumes). Per parameter: RMSE, mean relative error |pred - true| / |true|,
-coefficient of determination R^2, and for moment networks the reduced chi^2 of the errors.
+Each test box is tiled with the training crop size and every tile (sub-volume) is estimated. Box level
+(``summary``, ``estimates.csv``, ``parameters.png``): the box estimate is the mean of its sub-volume
+means. Its sigma depends on how the sub-volume errors correlate, which a network does not say
+(``box_combination``): "correlated" (default) takes sigma^2 = mean_i sigma_i^2, as if the sub-volumes
+carried the same information (an upper bound: their errors share the box's large-scale modes and the
+network's bias at the box's cosmology); "independent" combines them as independent measurements,
+mu = sum w_i mu_i / sum w_i, sigma = (sum w_i)^-1/2 with w_i = sigma_i^-2 (a lower bound). The box
+coverage says which holds. An MSE network has no sigma (NaN). Per parameter: RMSE, mean relative
+error |pred - true| / |true|, R^2, reduced chi^2 = mean ((pred - true) / sigma)^2 and the 68% / 95%
+coverage.
+
+Sub-volume level (``calibration``): the network's own claim, each tile's N(mu_i, sigma_i^2) against the
+truth: coverage, rank (PIT) test and TARP (``evaluate.calibration``).
+
+Optional, from ``settings`` (the run's ``evaluation`` config):
+- ``posterior.enabled``: a conditional normalizing flow on the network's outputs (``evaluate.posterior``),
+  fitted on the tiles of the training simulations, stopped on the validation ones, with the same
+  calibration checks on the test tiles;
+- ``fiducial_store``: a store of many seeds at one cosmology (``design=seeds``): the box estimates'
+  mean, scatter and mean sigma per parameter, as in Hwang & Sabiu (``fiducial.json``, ``fiducial.png``);
+- ``attention``: for a ViT3D, the attention rollout over a slice of the first test tile (``attention.png``).
+Always: the number of parameters, training seconds per epoch and samples per second (from the
+checkpoint) and evaluation samples per second.
 """
 
 from __future__ import annotations
 
+import csv
 import json
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +40,24 @@ import torch
 
 from lss_lightning.data.crops import tile_batches, tile_corners
 from lss_lightning.data.store import FieldStore
+from lss_lightning.evaluate.calibration import LEVELS, calibration_report, gaussian_coverage
+
+
+@dataclass
+class CropEstimates:
+    """Per-tile estimates of several boxes: box index into ``sim_ids``, truth, mean and std (n_tiles, P)."""
+
+    sim_ids: list[str]
+    box: np.ndarray
+    truth: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray | None
+    seconds: float  # wall clock of the network's forward passes
 
 
 @torch.no_grad()
 def predict_simulation(model, inputs: np.ndarray, crop: int, pad: int, batch_size: int = 8):
-    """Per-sub-volume estimates (n_tiles, n_params) of mean and std (std None without a moment network)."""
+    """Per-sub-volume estimates (n_tiles, n_params) of mean and std (std None without a std)."""
     device = next(model.parameters()).device
     means, stds = [], []
     for _, batch in tile_batches(inputs, crop, pad, batch_size):
@@ -30,6 +66,139 @@ def predict_simulation(model, inputs: np.ndarray, crop: int, pad: int, batch_siz
         if std is not None:
             stds.append(std.float().cpu().numpy())
     return np.concatenate(means), (np.concatenate(stds) if stds else None)
+
+
+def estimate_crops(
+    model,
+    store: FieldStore,
+    sim_ids: Sequence[str],
+    *,
+    input_names: Sequence[str],
+    parameter_names: Sequence[str],
+    crop: int,
+    pad: int,
+    batch_size: int = 8,
+    progress: bool = False,
+    description: str = "estimating boxes",
+) -> CropEstimates:
+    """Tile every box of ``sim_ids`` and estimate each tile."""
+    from rich.progress import track
+
+    model.eval()
+    box, truth, means, stds, seconds = [], [], [], [], 0.0
+    for i, sim in enumerate(track(sim_ids, description=description, disable=not progress)):
+        inputs = np.concatenate([store.read(sim, n) for n in input_names])
+        start = time.perf_counter()
+        mean, std = predict_simulation(model, inputs, crop, pad, batch_size)
+        seconds += time.perf_counter() - start
+        params = store.cosmology(sim).to_dict()
+        box.append(np.full(len(mean), i))
+        truth.append(np.tile([params[p] for p in parameter_names], (len(mean), 1)))
+        means.append(mean)
+        if std is not None:
+            stds.append(std)
+    return CropEstimates(
+        list(sim_ids),
+        np.concatenate(box),
+        np.concatenate(truth).astype(np.float64),
+        np.concatenate(means).astype(np.float64),
+        np.concatenate(stds).astype(np.float64) if stds else None,
+        seconds,
+    )
+
+
+BOX_COMBINATIONS = ("correlated", "independent")
+
+
+def combine_boxes(est: CropEstimates, combination: str = "correlated") -> dict[str, np.ndarray | None]:
+    """Box truth, mean, std (None without a std) and sub-volume scatter, each (n_boxes, P); see the
+    module docstring for the two combinations."""
+    if combination not in BOX_COMBINATIONS:
+        raise ValueError(f"box_combination must be one of {BOX_COMBINATIONS}, got {combination!r}")
+    truth, mean, std, scatter = [], [], [], []
+    for i in range(len(est.sim_ids)):
+        rows = est.box == i
+        m = est.mean[rows]
+        truth.append(est.truth[rows][0])
+        scatter.append(m.std(0))
+        if est.std is None or combination == "correlated":
+            mean.append(m.mean(0))
+            if est.std is not None:
+                std.append(np.sqrt(np.mean(est.std[rows] ** 2, axis=0)))
+        else:
+            w = est.std[rows] ** -2
+            mean.append((w * m).sum(0) / w.sum(0))
+            std.append(w.sum(0) ** -0.5)
+    return {
+        "truth": np.array(truth),
+        "mean": np.array(mean),
+        "std": np.array(std) if est.std is not None else None,
+        "scatter": np.array(scatter),
+    }
+
+
+def parameter_metrics(
+    truth: np.ndarray, mean: np.ndarray, std: np.ndarray | None, names: Sequence[str]
+) -> dict:
+    """Per parameter RMSE, relative error, R^2 and, with a std, reduced chi^2 and coverage."""
+    coverage = gaussian_coverage(mean, std, truth) if std is not None else None
+    out = {}
+    for j, name in enumerate(names):
+        err = mean[:, j] - truth[:, j]
+        var = np.var(truth[:, j])
+        entry = {
+            "rmse": float(np.sqrt(np.mean(err**2))),
+            "relative_error": float(np.mean(np.abs(err) / np.abs(truth[:, j]))),
+            "r2": float(1.0 - np.mean(err**2) / var) if var > 0 else None,
+        }
+        if std is not None:
+            entry["mean_sigma"] = float(np.mean(std[:, j]))
+            entry["reduced_chi2"] = float(np.mean((err / std[:, j]) ** 2))
+            for c in LEVELS:
+                entry[f"coverage_{round(100 * c)}"] = float(coverage[c][j])
+        out[name] = entry
+    return out
+
+
+def write_estimates(path: Path, sim_ids: Sequence[str], names: Sequence[str], truth, mean, std) -> Path:
+    """CSV, one row per box: sim_id, then <name>_true, <name>_mean, <name>_std per parameter (std NaN
+    without one)."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["sim_id", *(f"{p}_{k}" for p in names for k in ("true", "mean", "std"))])
+        for i, sim in enumerate(sim_ids):
+            row = [sim]
+            for j in range(len(names)):
+                sigma = math.nan if std is None else float(std[i, j])
+                row += [repr(float(truth[i, j])), repr(float(mean[i, j])), repr(sigma)]
+            writer.writerow(row)
+    return path
+
+
+def read_estimates(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(sim_ids, column -> values) of an estimates.csv."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    columns = [c for c in rows[0] if c != "sim_id"] if rows else []
+    return [r["sim_id"] for r in rows], {c: np.array([float(r[c]) for r in rows]) for c in columns}
+
+
+def model_report(model, eval_samples: int, eval_seconds: float) -> dict:
+    """Parameters of the backbone, training seconds per epoch (median and fastest over the epochs the
+    checkpoint recorded: on a shared machine the fastest is the least disturbed), training samples per
+    second (median) and evaluation samples per second."""
+    timing = getattr(model, "epoch_timing", []) or []
+    return {
+        "backbone": type(model.net).__name__,
+        "parameters": int(sum(p.numel() for p in model.net.parameters())),
+        "epochs_timed": len(timing),
+        "seconds_per_epoch": float(np.median([t["seconds"] for t in timing])) if timing else None,
+        "fastest_seconds_per_epoch": float(min(t["seconds"] for t in timing)) if timing else None,
+        "train_samples_per_second": float(np.median([t["samples_per_second"] for t in timing]))
+        if timing
+        else None,
+        "eval_samples_per_second": eval_samples / eval_seconds if eval_seconds > 0 else None,
+    }
 
 
 def evaluate_inference(
@@ -44,64 +213,150 @@ def evaluate_inference(
     out_dir: Path,
     batch_size: int = 8,
     progress: bool = True,
+    settings: Mapping | None = None,
+    splits: Mapping[str, Sequence[str]] | None = None,
 ) -> dict:
-    """Estimate the parameters of every test box, write metrics.json, return the metrics."""
-    from rich.progress import track
-
+    """Estimate the parameters of every test box; write metrics.json and estimates.csv; return the metrics."""
+    settings = dict(settings or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    truth, pred, sigma, scatter = [], [], [], []
-    for sim in track(sim_ids, description="evaluating test boxes", disable=not progress):
-        inputs = np.concatenate([store.read(sim, n) for n in input_names])
-        means, stds = predict_simulation(model, inputs, crop, pad, batch_size)
-        truth.append([store.cosmology(sim).to_dict()[p] for p in parameter_names])
-        pred.append(means.mean(0))
-        scatter.append(means.std(0))
-        if stds is not None:
-            sigma.append(stds.mean(0))
-    truth, pred, scatter = np.array(truth), np.array(pred), np.array(scatter)
-    sigma = np.array(sigma) if sigma else None
-    per_parameter = {}
-    for j, name in enumerate(parameter_names):
-        err = pred[:, j] - truth[:, j]
-        var = np.var(truth[:, j])
-        entry = {
-            "rmse": float(np.sqrt(np.mean(err**2))),
-            "relative_error": float(np.mean(np.abs(err) / np.abs(truth[:, j]))),
-            "r2": float(1.0 - np.mean(err**2) / var) if var > 0 else None,
-            "subvolume_scatter": float(np.mean(scatter[:, j])),
-        }
-        if sigma is not None:
-            entry["mean_sigma"] = float(np.mean(sigma[:, j]))
-            entry["reduced_chi2"] = float(np.mean((err / sigma[:, j]) ** 2))
-        per_parameter[name] = entry
+    common = dict(
+        input_names=input_names, parameter_names=parameter_names, crop=crop, pad=pad, batch_size=batch_size
+    )
+    tiles = estimate_crops(
+        model, store, sim_ids, progress=progress, description="evaluating test boxes", **common
+    )
+    combination = str(settings.get("box_combination", "correlated"))
+    boxes = combine_boxes(tiles, combination)
+    names = list(parameter_names)
+    summary = parameter_metrics(boxes["truth"], boxes["mean"], boxes["std"], names)
+    for j, name in enumerate(names):
+        summary[name]["subvolume_scatter"] = float(np.mean(boxes["scatter"][:, j]))
+    write_estimates(out_dir / "estimates.csv", sim_ids, names, boxes["truth"], boxes["mean"], boxes["std"])
     metrics = {
         "task": "parameters",
         "simulations": list(sim_ids),
-        "parameters": list(parameter_names),
+        "parameters": names,
         "box_size": store.box_size,
         "grid": store.grid,
         "crop": crop,
         "subvolumes_per_box": len(tile_corners(store.grid, crop)),
-        "summary": per_parameter,
+        "box_combination": combination,
+        "summary": summary,
         "per_simulation": {
-            "truth": truth.tolist(),
-            "prediction": pred.tolist(),
-            "sigma": None if sigma is None else sigma.tolist(),
+            "truth": boxes["truth"].tolist(),
+            "prediction": boxes["mean"].tolist(),
+            "sigma": None if boxes["std"] is None else boxes["std"].tolist(),
         },
+        "model": model_report(model, len(tiles.mean), tiles.seconds),
     }
+    if tiles.std is not None:
+        metrics["calibration"] = calibration_report(tiles.truth, names, mean=tiles.mean, std=tiles.std)
+    posterior = dict(settings.get("posterior") or {})
+    if posterior.get("enabled", False) and splits:
+        metrics["posterior"] = fit_flow_posterior(model, store, tiles, splits, posterior, common, out_dir)
+    if settings.get("fiducial_store"):
+        metrics["fiducial"] = evaluate_fiducial(
+            model, FieldStore(settings["fiducial_store"]), common, out_dir
+        )
+    if settings.get("attention", True) and hasattr(model.net, "patch_embed"):
+        metrics["attention_map"] = str(
+            plot_attention(model, store, sim_ids[0], input_names, crop, out_dir / "attention.png")
+        )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
-def plot_parameters(metrics: dict, path: Path) -> Path:
-    """Predicted against true value per parameter, with the identity line and error bars if any."""
+def fit_flow_posterior(
+    model, store, tiles: CropEstimates, splits, settings: Mapping, common: Mapping, out_dir: Path
+) -> dict:
+    """Fit the flow on training tiles, stop on validation tiles, check it on the test tiles."""
+    from lss_lightning.evaluate.posterior import FlowPosterior, network_summaries
+
+    limit = int(settings.get("max_sims", 64))
+    train = estimate_crops(model, store, list(splits["train"])[:limit], **common)
+    val = estimate_crops(model, store, list(splits["val"] or splits["train"][:1])[:limit], **common)
+    names = list(common["parameter_names"])
+    flow = FlowPosterior(
+        len(names),
+        train.mean.shape[1] * (1 if train.std is None else 2),
+        transforms=int(settings.get("transforms", 3)),
+        hidden=list(settings.get("hidden", [64, 64])),
+        seed=int(settings.get("seed", 0)),
+    )
+    flow.fit(
+        network_summaries(train.mean, train.std),
+        train.truth,
+        network_summaries(val.mean, val.std),
+        val.truth,
+        epochs=int(settings.get("epochs", 200)),
+        lr=float(settings.get("lr", 1e-3)),
+    )
+    samples = flow.sample(network_summaries(tiles.mean, tiles.std), int(settings.get("samples", 1000)))
+    mean, std = samples.mean(0), samples.std(0)
+    report = calibration_report(tiles.truth, names, samples=samples)
+    np.save(out_dir / "posterior_samples.npy", samples.astype(np.float32))
+    return {
+        "flow": "zuko NSF",
+        "trained_on_tiles": len(train.mean),
+        "validated_on_tiles": len(val.mean),
+        "epochs": len(flow.history),
+        "best_val_nll": float(min(v for _, v in flow.history)),
+        "subvolume_summary": parameter_metrics(tiles.truth, mean, std, names),
+        "calibration": report,
+    }
+
+
+def evaluate_fiducial(
+    model, store: FieldStore, common: Mapping, out_dir: Path, combination: str = "correlated"
+) -> dict:
+    """Every box of a fiducial store (one cosmology, many seeds): scatter of the box estimates."""
+    names = list(common["parameter_names"])
+    store.require_fields(common["input_names"])
+    tiles = estimate_crops(model, store, store.simulation_ids, description="fiducial boxes", **common)
+    boxes = combine_boxes(tiles, combination)
+    write_estimates(
+        out_dir / "fiducial_estimates.csv",
+        store.simulation_ids,
+        names,
+        boxes["truth"],
+        boxes["mean"],
+        boxes["std"],
+    )
+    out = {"store": str(store.root), "boxes": len(store.simulation_ids), "parameters": {}}
+    for j, name in enumerate(names):
+        est = boxes["mean"][:, j]
+        entry = {
+            "truth": float(boxes["truth"][0, j]),
+            "mean": float(est.mean()),
+            "scatter": float(est.std(ddof=1)) if len(est) > 1 else None,
+            "bias": float(est.mean() - boxes["truth"][0, j]),
+        }
+        if boxes["std"] is not None:
+            entry["mean_sigma"] = float(boxes["std"][:, j].mean())
+        out["parameters"][name] = entry
+    (out_dir / "fiducial.json").write_text(json.dumps(out, indent=2) + "\n")
+    plot_fiducial(boxes["mean"], boxes["truth"][0], names, out_dir / "fiducial.png")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------------------------------
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_parameters(metrics: dict, path: Path) -> Path:
+    """Predicted against true value per parameter, with the identity line and 1-sigma error bars."""
+    plt = _pyplot()
     names = metrics["parameters"]
     truth = np.array(metrics["per_simulation"]["truth"])
     pred = np.array(metrics["per_simulation"]["prediction"])
@@ -115,7 +370,53 @@ def plot_parameters(metrics: dict, path: Path) -> Path:
         s = metrics["summary"][name]
         ax.set_title(f"{name}: rel. err {s['relative_error']:.3f}", fontsize=9)
         ax.set_xlabel("true")
-    axes[0, 0].set_ylabel("predicted (mean over sub-volumes)")
+    axes[0, 0].set_ylabel("predicted (box estimate, 1 sigma)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_fiducial(estimates: np.ndarray, truth: np.ndarray, names: Sequence[str], path: Path) -> Path:
+    """Histogram of the box estimates of a fiducial set per parameter, truth as a line."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), squeeze=False)
+    for j, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+        ax.hist(estimates[:, j], bins=max(5, len(estimates) // 4), alpha=0.7)
+        ax.axvline(truth[j], color="k", ls="--", lw=1)
+        ax.set_title(
+            f"{name}: scatter {estimates[:, j].std(ddof=1) if len(estimates) > 1 else 0:.4f}", fontsize=9
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_attention(
+    model, store: FieldStore, sim: str, input_names: Sequence[str], crop: int, path: Path
+) -> Path:
+    """The first channel of the first tile of ``sim`` and the ViT's attention rollout on its middle z slice."""
+    from lss_lightning.data.crops import read_periodic
+    from lss_lightning.evaluate.attention import attention_rollout
+
+    plt = _pyplot()
+    inputs = np.concatenate([store.read(sim, n) for n in input_names])
+    cube = torch.from_numpy(read_periodic(inputs, (0, 0, 0), crop))[None].to(next(model.parameters()).device)
+    with torch.no_grad():
+        x, _ = model.network_inputs(cube)
+    rollout = attention_rollout(model.net, x)
+    p = model.net.patch_size
+    cells = np.repeat(np.repeat(np.repeat(rollout, p, 0), p, 1), p, 2)
+    z = crop // 2
+    fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.3))
+    axes[0].imshow(cube[0, 0, :, :, z].cpu().numpy().T, origin="lower", cmap="magma")
+    axes[0].set_title(f"{input_names[0]}, z = {z} of {crop} cells", fontsize=9)
+    axes[1].imshow(cells[:, :, z].T, origin="lower", cmap="viridis")
+    axes[1].set_title("attention rollout (class token)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("x [cells]")
+    axes[0].set_ylabel("y [cells]")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -255,8 +255,7 @@ def correlation_function(
     f_k = deconvolve_window(torch.fft.rfftn(field.float(), dim=(-3, -2, -1)), mas)
     xi = torch.fft.irfftn(cross_power_per_mode(f_k, f_k), s=(n, n, n), dim=(-3, -2, -1)) / n**3
     dx = box_size / n
-    sep = torch.fft.fftfreq(n, 1.0 / n, device=field.device) * dx  # minimum-image separations
-    r = (sep.view(n, 1, 1).square() + sep.view(1, n, 1).square() + sep.view(1, 1, n).square()).sqrt()
+    r = separations(n, field.device) * dx
     edges = dx * np.r_[0.0, np.arange(n // 2) + 0.5] if r_edges is None else np.asarray(r_edges, float)
     idx = torch.bucketize(r.reshape(-1).double(), torch.as_tensor(edges, device=field.device), right=True) - 1
     valid = (idx >= 0) & (idx < len(edges) - 1)
@@ -270,3 +269,49 @@ def correlation_function(
         power=np.where(c > 0, xsum.cpu().numpy() / np.maximum(c, 1), np.nan),
         modes=c,
     )
+
+
+def separations(n: int, device=None) -> torch.Tensor:
+    """|r| in cells of the minimum-image separation vector held by each cell of an n^3 correlation grid."""
+    sep = torch.fft.fftfreq(n, 1.0 / n, device=device, dtype=torch.float64)
+    return (sep.view(n, 1, 1).square() + sep.view(1, n, 1).square() + sep.view(1, 1, n).square()).sqrt()
+
+
+@lru_cache(maxsize=8)
+def _separation_bins(n: int, edges: tuple[float, ...], device: str) -> tuple[torch.Tensor, np.ndarray]:
+    """Bin of each cell of an n^3 correlation grid for edges in cells (overflow = n_bins), and counts."""
+    r = separations(n, device).reshape(-1)
+    n_bins = len(edges) - 1
+    idx = torch.bucketize(r, torch.tensor(edges, device=device, dtype=torch.float64), right=True) - 1
+    idx = torch.where((idx < 0) | (idx >= n_bins), n_bins, idx)
+    return idx, torch.bincount(idx, minlength=n_bins + 1)[:n_bins].cpu().numpy()
+
+
+def separation_counts(n: int, edges_cells: np.ndarray) -> np.ndarray:
+    """Separation vectors per bin of |r| (edges in cells, left-closed) on an n^3 periodic grid."""
+    return _separation_bins(n, tuple(np.asarray(edges_cells, dtype=float).tolist()), "cpu")[1]
+
+
+def batch_correlation_function(x: torch.Tensor, edges_cells: np.ndarray) -> torch.Tensor:
+    """xi(r) of each item of a (B, C, n, n, n) batch, each cube treated as periodic -> (B, n_bins).
+
+    xi(r) = sum_c <x_c(s) x_c(s + r)>_s after subtracting each cube's mean per channel (the estimator of
+    ``correlation_function`` with the cube's own mean as the reference), averaged over the separation
+    vectors r (minimum image, in cells) with edges[j] <= |r| < edges[j + 1]. Differentiable, float32.
+    """
+    if x.ndim != 5 or not x.shape[-1] == x.shape[-2] == x.shape[-3]:
+        raise ValueError(f"expected cubic crops shaped (B, C, n, n, n), got {tuple(x.shape)}")
+    n = x.shape[-1]
+    idx, counts = _separation_bins(n, tuple(np.asarray(edges_cells, dtype=float).tolist()), str(x.device))
+    if (counts == 0).any():
+        raise ValueError(
+            f"xi(r) bins {np.flatnonzero(counts == 0).tolist()} hold no separation on a {n}^3 grid"
+        )
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        x = x - x.mean(dim=(-3, -2, -1), keepdim=True)
+        f = torch.fft.rfftn(x, dim=(-3, -2, -1))
+        power = (f.real.square() + f.imag.square()).sum(1)
+        xi = torch.fft.irfftn(power, s=(n, n, n), dim=(-3, -2, -1)).reshape(len(x), -1) / n**3
+        sums = torch.zeros(len(x), len(counts) + 1, device=x.device).index_add_(1, idx, xi)
+        return sums[:, : len(counts)] / torch.as_tensor(counts, dtype=torch.float32, device=x.device)

@@ -193,3 +193,24 @@ def cnn3d(**kwargs: Any) -> CNN3D:
     """Ours, for any cube size: four k3 s2 p1 convolutions (each halves the side, rounding up) and a
     global average pool, so the features are translation-invariant summaries of the crop."""
     return _build("cnn3d", kwargs)
+
+
+CNN3D_HWANG_SABIU = {
+    "channels": [32, 64, 128, 256, 512],
+    "kernels": 3,
+    "strides": 2,
+    "paddings": 1,
+    "pool_size": 2,
+    "hidden": [1024, 256],
+    "num_outputs": 3,
+}
+
+
+@register_cnn3d(CNN3D_HWANG_SABIU)
+def cnn3d_hwang_sabiu(**kwargs: Any) -> CNN3D:
+    """Our guess of the size of Hwang & Sabiu's CNN twin of their ViT (talk 2022: 9,162,439 parameters,
+    three outputs, 64^3 halo histograms; the layers are not in the talk). Five k3 s2 p1 convolutions
+    64 -> 32 -> 16 -> 8 -> 4 -> 2 cells (32 to 512 channels), the 512 x 2^3 features, hidden layers of 1024
+    and 256: 9,161,507 parameters with one input channel and three outputs (0.01% fewer than the talk's).
+    """
+    return _build("cnn3d_hwang_sabiu", kwargs)

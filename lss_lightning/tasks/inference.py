@@ -17,20 +17,23 @@ Optional extra inputs (Min et al.: "configuration space + Fourier space", and da
   sits at cell (n//2, n//2, n//2) and cell j holds m = j - n//2 per axis. It is the per-mode power in
   grid units (a unit-variance white field has E|F_m|^2 / n^3 = 1), unchanged by periodic shifts of the
   crop and, for real fields, symmetric under m -> -m. The network therefore takes 2C channels.
-- ``summaries=["power_spectrum"]`` computes the power spectrum of the normalised ``summary_field``
-  channel(s) of each crop (vector fields: the trace over components), P_j = <|F_m|^2 / n^3> over the
-  modes of shell j, in ``n_summary_bins`` shells of |m| between 1 (the crop's fundamental mode) and n/2
-  (its Nyquist mode), linear or log-spaced, k = 0 and the corners beyond the Nyquist sphere excluded;
-  the network's head receives log P_j. Grid units: k = 2 pi |m| / (n dx) in h/Mpc, and for an input
-  without transform P_phys(k) = P_j scale^2 dx^3 in (Mpc/h)^3 (scale from the normaliser), so the
-  global normalisation keeps the amplitude information. No window deconvolution, no shot-noise
-  subtraction; crops are not periodic, so edges leak power across shells the same way in training and
-  test.
+- ``summaries=[power_spectrum, correlation_function, scattering]``: summary statistics of the normalised
+  ``summary_field`` channel(s) of each crop, standardised with training-split statistics, fed to the head
+  beside the pooled features (``tasks.summaries``). A backbone without a field input
+  (``models.summary_mlp``, ``takes_field = False``) sees the summaries only: the P(k) and xi(r) baselines.
+  For an input without transform, P_phys(k) = exp(log P_j) scale^2 dx^3 in (Mpc/h)^3 at
+  k = 2 pi |m| / (n dx) (scale from the normaliser); no window deconvolution, no shot-noise subtraction.
+
+Losses with a standard deviation (``moment``, ``gaussian_nll``) make the network predict 2P numbers: the
+posterior mean of u and, through softplus, its standard deviation. Training also logs
+``train/seconds_per_epoch`` and ``train/samples_per_second`` (wall clock of each training epoch).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -41,15 +44,14 @@ from torch import nn
 from torchmetrics import Metric
 
 from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout, as_layouts
-from lss_lightning.fields.spectra import batch_power_spectrum, shell_modes
+from lss_lightning.fields.spectra import batch_power_spectrum
 from lss_lightning.tasks.base import TaskModule
-from lss_lightning.tasks.losses import MomentNetworkLoss, mse_loss
+from lss_lightning.tasks.losses import GaussianNLLLoss, MomentNetworkLoss, mse_loss
+from lss_lightning.tasks.summaries import BINNINGS, SummaryStatistics, power_shells
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("mse", "moment")
-SUMMARIES = ("power_spectrum",)
-BINNINGS = ("linear", "log")
+LOSSES = {"mse": None, "moment": MomentNetworkLoss, "gaussian_nll": GaussianNLLLoss}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -68,47 +70,12 @@ def fourier_power_channels(x: torch.Tensor) -> torch.Tensor:
         return torch.fft.fftshift(torch.log1p(power), dim=(-3, -2, -1))
 
 
-def summary_bin_edges(n: int, n_bins: int, binning: str = "log") -> np.ndarray:
-    """Shell edges in |m| (units of the crop's fundamental mode) from 1 to n/2.
-
-    linear: n_bins equal shells over [1/2, n/2 + 1/2] (with n_bins = n/2 these are the integer shells
-    of ``fields.spectra``'s default binning); log: log-spaced over [1, n/2]. Shell j holds
-    edges[j] <= |m| < edges[j + 1]; the last edge is nudged up so that |m| = n/2 belongs to the last shell.
-    """
-    if binning not in BINNINGS:
-        raise ValueError(f"summary binning must be one of {BINNINGS}, got {binning!r}")
-    if n < 2 or n_bins < 1:
-        raise ValueError(f"need a crop of at least 2 cells and at least one bin, got n={n}, n_bins={n_bins}")
-    top = n // 2
-    if binning == "linear":
-        edges = np.linspace(0.5, top + 0.5, n_bins + 1)
-    else:
-        edges = np.geomspace(1.0, top, n_bins + 1) if top > 1 else np.linspace(1.0, 1.0, n_bins + 1)
-    edges[-1] *= 1.0 + 1e-9
-    return edges
-
-
-def _check_shells(n: int, n_bins: int, binning: str) -> np.ndarray:
-    """The shell edges, after checking that every shell of a n^3 crop holds at least one mode."""
-    edges = summary_bin_edges(n, n_bins, binning)
-    empty = np.flatnonzero(shell_modes(n, edges) == 0)
-    if len(empty):
-        feasible = max(
-            (b for b in range(1, n_bins) if shell_modes(n, summary_bin_edges(n, b, binning)).all()), default=0
-        )
-        raise ValueError(
-            f"{n_bins} {binning} P(k) shells leave shells {empty.tolist()} empty for a {n}^3 crop; "
-            f"use fewer shells (e.g. n_summary_bins={feasible}) or linear binning"
-        )
-    return edges
-
-
 def binned_power_spectrum(x: torch.Tensor, n_bins: int, binning: str = "log") -> torch.Tensor:
     """(B, C, n, n, n) -> (B, n_bins): shell means of sum_c |rfftn(x_c)|^2 / n^3 (grid units, see the
     module docstring); every shell holds at least one mode (ValueError otherwise)."""
     if x.ndim != 5 or not x.shape[-1] == x.shape[-2] == x.shape[-3]:
         raise ValueError(f"expected cubic crops shaped (B, C, n, n, n), got {tuple(x.shape)}")
-    return batch_power_spectrum(x, _check_shells(x.shape[-1], int(n_bins), binning))
+    return batch_power_spectrum(x, power_shells(x.shape[-1], int(n_bins), binning))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -197,13 +164,15 @@ class ParameterErrors(Metric):
 
 class ParameterInference(TaskModule):
     """net: a partial taking (in_channels, num_outputs[, img_size][, num_summaries]) -> nn.Module whose
-    forward is net(x) or net(x, summaries); input_layouts: the data module's channel layouts;
-    parameter_names: target order; parameter_ranges: name -> [lo, hi] prior box (None: training-split
-    min/max from the data module's ``parameter_statistics``); optimizer / scheduler: partials (Hydra
-    ``_partial_: true``); loss: "mse" or "moment"; img_size: cube side passed to the net (needed by
-    ViT3D, omitted when None); fourier_channel, summaries, summary_field, n_summary_bins,
-    summary_binning: the optional inputs of the module docstring (summary_field None: the first scalar
-    input field)."""
+    forward is net(x), net(x, summaries) or, for summary-only nets, net(summaries); input_layouts: the data
+    module's channel layouts; parameter_names: target order; parameter_ranges: name -> [lo, hi] prior box
+    (None: training-split min/max from the data module's ``parameter_statistics``); optimizer /
+    scheduler: partials (Hydra ``_partial_: true``); loss: "mse", "moment" or "gaussian_nll"; img_size:
+    cube side passed to the net (needed by ViT3D, omitted when None); fourier_channel, summaries,
+    summary_field (None: the first scalar input field): the optional inputs of the module docstring;
+    n_summary_bins / summary_binning (P(k)), xi_bins / xi_range (xi(r)), scattering_*: their settings
+    (``tasks.summaries``); summary_stats_batches: batches of training crops their standardisation is
+    computed from."""
 
     target_kind = "parameters"  # what the data module must provide as targets (checked by run.build_model)
 
@@ -223,20 +192,39 @@ class ParameterInference(TaskModule):
         summary_field: str | None = None,
         n_summary_bins: int = 8,
         summary_binning: str = "log",
+        xi_bins: int = 8,
+        xi_range: Sequence[float] = (0.0, 0.5),
+        scattering_J: int = 3,
+        scattering_L: int = 2,
+        scattering_sigma: float = 1.0,
+        scattering_powers: Sequence[float] = (0.5, 1.0, 2.0),
+        summary_stats_batches: int = 16,
         compile: bool = False,
     ):
         super().__init__(optimizer, scheduler, scheduler_interval)
         if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        unknown = sorted(set(summaries) - set(SUMMARIES))
-        if unknown:
-            raise ValueError(f"unknown summaries {unknown}; known: {list(SUMMARIES)}")
-        if summary_binning not in BINNINGS:
-            raise ValueError(f"summary_binning must be one of {BINNINGS}, got {summary_binning!r}")
+            raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
         self.input_layouts = as_layouts(input_layouts)
         self.parameter_names = [str(p) for p in parameter_names]
         if not self.parameter_names or len(set(self.parameter_names)) != len(self.parameter_names):
             raise ValueError(f"parameter_names must be distinct and non-empty, got {self.parameter_names}")
+        self.summaries = (
+            SummaryStatistics(
+                summaries,
+                pk_bins=n_summary_bins,
+                pk_binning=summary_binning,
+                xi_bins=xi_bins,
+                xi_range=xi_range,
+                scattering_J=scattering_J,
+                scattering_L=scattering_L,
+                scattering_sigma=scattering_sigma,
+                scattering_powers=scattering_powers,
+            )
+            if summaries
+            else None
+        )
+        if summary_binning not in BINNINGS:
+            raise ValueError(f"summary_binning must be one of {BINNINGS}, got {summary_binning!r}")
         self.summary_names = [str(s) for s in summaries]
         self.summary_channels = self._summary_channels(summary_field) if self.summary_names else slice(0, 0)
 
@@ -245,6 +233,8 @@ class ParameterInference(TaskModule):
         self.hparams["input_layouts"] = [asdict(f) for f in self.input_layouts]
         self.hparams["parameter_names"] = list(self.parameter_names)
         self.hparams["summaries"] = list(self.summary_names)
+        self.hparams["xi_range"] = [float(r) for r in xi_range]
+        self.hparams["scattering_powers"] = [float(q) for q in scattering_powers]
         self.hparams["img_size"] = None if img_size is None else int(img_size)
 
         self.input_norm = ChannelNormaliser(self.input_layouts)
@@ -252,24 +242,29 @@ class ParameterInference(TaskModule):
         self.hparams["parameter_ranges"] = (
             None if parameter_ranges is None else self.target_scaler.set_ranges(parameter_ranges)
         )
-        self.moment_loss = MomentNetworkLoss() if loss == "moment" else None
+        self.std_loss = LOSSES[loss]() if LOSSES[loss] is not None else None
 
         channels = sum(f.channels for f in self.input_layouts)
         net_kwargs: dict[str, Any] = {
             "in_channels": channels * (2 if fourier_channel else 1),
-            "num_outputs": len(self.parameter_names) * (2 if loss == "moment" else 1),
+            "num_outputs": len(self.parameter_names) * (2 if self.std_loss is not None else 1),
         }
         if img_size is not None:
             net_kwargs["img_size"] = int(img_size)
         if self.num_summaries:
             net_kwargs["num_summaries"] = self.num_summaries
         self.net = net(**net_kwargs)
+        self.takes_field = bool(getattr(self.net, "takes_field", True))
+        if not self.takes_field and fourier_channel:
+            raise ValueError("a summary-only network takes no field: set model.fourier_channel=false")
         self.val_errors = ParameterErrors(len(self.parameter_names))
+        self._epoch_start, self._epoch_samples = None, 0
+        self.epoch_timing: list[dict[str, float]] = []  # per training epoch, kept in checkpoints
         if compile:
             self.net = torch.compile(self.net)
 
     def _summary_channels(self, field: str | None) -> slice:
-        """The channels of the field whose P(k) is summarised."""
+        """The channels of the field whose summaries are computed."""
         start = 0
         for f in self.input_layouts:
             if (field is None and f.kind == "scalar") or f.name == field:
@@ -281,7 +276,11 @@ class ParameterInference(TaskModule):
 
     @property
     def num_summaries(self) -> int:
-        return self.hparams.n_summary_bins * len(self.summary_names)
+        return 0 if self.summaries is None else self.summaries.size
+
+    @property
+    def predicts_std(self) -> bool:
+        return self.std_loss is not None
 
     # -- wiring to the data ---------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -292,6 +291,9 @@ class ParameterInference(TaskModule):
                 f"the data module's parameters {list(names)} differ from the model's {self.parameter_names} "
                 "(order matters)"
             )
+        geometry = getattr(dm, "geometry", None)
+        if geometry is not None:
+            self.check_input_size(int(geometry.input_size))
         if not bool(self.input_norm.fitted):
             self.input_norm.set_statistics(dm.statistics)
         if not bool(self.target_scaler.fitted):
@@ -312,45 +314,52 @@ class ParameterInference(TaskModule):
             log.info(
                 "parameters mapped to [0, 1] with training-split ranges %s", self.hparams.parameter_ranges
             )
-        geometry = getattr(dm, "geometry", None)
-        if geometry is not None:
-            self.check_input_size(int(geometry.input_size))
+        if self.summaries is not None and not bool(self.summaries.fitted):
+            self.fit_summary_statistics(dm)
+
+    @torch.no_grad()
+    def fit_summary_statistics(self, dm) -> None:
+        """Standardise the summaries with crops of training simulations: the data module's deterministic
+        ``reference_dataloader`` (the same crops on every rank) or, failing that, its training loader."""
+        loader = dm.reference_dataloader() if hasattr(dm, "reference_dataloader") else dm.train_dataloader()
+        batches = itertools.islice(loader, int(self.hparams.summary_stats_batches))
+        device = self.summaries.mean.device
+        self.summaries.fit(self.input_norm(b["input"].to(device))[:, self.summary_channels] for b in batches)
+        log.info("summary statistics %s standardised over training crops", self.summary_names)
 
     def check_input_size(self, n: int) -> None:
-        """Raise ValueError if an n^3 crop does not fit the net's img_size or the summary shells."""
+        """Raise ValueError if an n^3 crop does not fit the net's img_size or the summaries."""
         expected = getattr(self.net, "img_size", None)
         if expected is not None and expected != n:
             raise ValueError(
                 f"the data module cuts {n}^3 crops but the network was built for img_size={expected}; "
                 f"set the task's img_size to {n}"
             )
-        if self.summary_names:
-            _check_shells(n, self.hparams.n_summary_bins, self.hparams.summary_binning)
+        if self.summaries is not None:
+            channels = self.summary_channels.stop - self.summary_channels.start
+            self.summaries.check(n, channels)
 
     # -- forward in physical units --------------------------------------------------------------
     def network_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Physical-unit crops -> (normalised crops [+ Fourier channels], summaries or None)."""
+        """Physical-unit crops -> (normalised crops [+ Fourier channels], standardised summaries or None)."""
         x = self.input_norm(x)
-        summaries = None
-        if self.summary_names:  # only "power_spectrum" so far
-            power = binned_power_spectrum(
-                x[:, self.summary_channels], self.hparams.n_summary_bins, self.hparams.summary_binning
-            )
-            summaries = torch.log(power.clamp(min=1e-30))
+        summaries = None if self.summaries is None else self.summaries(x[:, self.summary_channels])
         if self.hparams.fourier_channel:
             x = torch.cat([x, fourier_power_channels(x).to(x.dtype)], dim=1)
         return x, summaries
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw network output for a physical-unit input batch: (B, P) or, for the moment loss, (B, 2P)."""
+        """Raw network output for a physical-unit input batch: (B, P) or, with a std, (B, 2P)."""
         x, summaries = self.network_inputs(x)
+        if not self.takes_field:
+            return self.net(summaries)
         return self.net(x) if summaries is None else self.net(x, summaries)
 
     def decode_output(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw output -> (mean, std or None) in physical units."""
-        if self.moment_loss is None:
+        if self.std_loss is None:
             return self.target_scaler.inverse(out.float()), None
-        mean, std = self.moment_loss.split(out)
+        mean, std = self.std_loss.split(out)
         return self.target_scaler.inverse(mean), self.target_scaler.inverse_std(std)
 
     @torch.no_grad()
@@ -369,8 +378,32 @@ class ParameterInference(TaskModule):
             )
         out = self(batch["input"]).float()
         u = self.target_scaler(target)
-        loss = mse_loss(out, u) if self.moment_loss is None else self.moment_loss(out, u)
+        loss = mse_loss(out, u) if self.std_loss is None else self.std_loss(out, u)
         return loss, out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self._epoch_samples += len(batch["input"])
+        return super().training_step(batch, batch_idx)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start, self._epoch_samples = time.perf_counter(), 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_start is None:
+            return
+        seconds = time.perf_counter() - self._epoch_start  # training batches only (validation runs after)
+        rate = self._epoch_samples / max(seconds, 1e-9)
+        self.epoch_timing.append({"seconds": seconds, "samples_per_second": rate})
+        self.log("train/seconds_per_epoch", seconds)
+        self.log("train/samples_per_second", rate)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["lss_epoch_timing"] = list(self.epoch_timing)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.epoch_timing = list(checkpoint.get("lss_epoch_timing", []))
 
     def update_validation_metrics(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         mean, std = self.decode_output(output)
@@ -380,7 +413,7 @@ class ParameterInference(TaskModule):
         if not bool(self.val_errors.update_called):
             return
         errors = self.val_errors.compute()
-        metrics = ("rmse", "rel_err", "std") if self.moment_loss is not None else ("rmse", "rel_err")
+        metrics = ("rmse", "rel_err", "std") if self.predicts_std else ("rmse", "rel_err")
         for i, name in enumerate(self.parameter_names):
             for metric in metrics:
                 self.log(f"val/{metric}_{name}", errors[metric][i].float())

@@ -199,3 +199,14 @@ class MomentNetworkLoss(nn.Module):
     def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         mean, std = self.split(out)
         return moment_network_loss(mean, std, target)
+
+
+class GaussianNLLLoss(MomentNetworkLoss):
+    """Gaussian negative log-likelihood of the targets under N(mean, std^2) per parameter, on the same
+    (B, 2P) output as the moment network (means, then standard deviations through softplus):
+    mean over batch and parameters of (mu - theta)^2 / (2 sigma^2) + log sigma (torch's
+    ``gaussian_nll_loss`` without the constant; variances clamped at 1e-6 of the target units squared)."""
+
+    def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mean, std = self.split(out)
+        return F.gaussian_nll_loss(mean, _float(target), std.square(), eps=1e-6)
