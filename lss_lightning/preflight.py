@@ -129,21 +129,25 @@ def store_facts(data: DictConfig) -> StoreFacts:
 
 
 def _facts_from_generator(root: Path, generate: Mapping) -> StoreFacts:
-    los_axis = int(generate.get("los_axis", 2))
-    try:
-        fields = {name: field_spec(str(name), los_axis) for name in generate.get("fields", ())}
-    except ValueError as err:
-        raise ConfigError(f"data.generate.fields: {err}", "data.generate.fields=[density,velocity]") from None
-    varying = []
-    if generate.get("design", "seeds") == "latin_hypercube":
-        prior = generate.get("prior", "quijote_lh")
-        prior = OmegaConf.to_container(prior) if isinstance(prior, DictConfig) else prior
-        varying = [p for p in PARAMETER_NAMES if p in resolve_prior(prior)]
-    n_sims = int(generate.get("n_sims", 1))
-    ids = [f"sim_{i:05d}" for i in range(n_sims)]
-    return StoreFacts(
-        root, int(generate.get("grid", 64)), float(generate.get("box_size", 0)), fields, varying, ids, True
+    """The store ``data.generate`` would build, from the generator's own validated settings (halo
+    shorthands expanded per mass bin, light cones, ...)."""
+    from lss_lightning.mocks.generate import MockConfig
+
+    values = (
+        OmegaConf.to_container(generate, resolve=True) if isinstance(generate, DictConfig) else dict(generate)
     )
+    try:
+        mock = MockConfig(**{**values, "store": str(root)})
+        fields = {name: field_spec(name, mock.los_axis) for name in mock.fields}
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"data.generate: {err}", "fix the setting named above (conf/mock/default.yaml documents each)"
+        ) from None
+    varying = []
+    if mock.design == "latin_hypercube":
+        varying = [p for p in PARAMETER_NAMES if p in resolve_prior(mock.prior)]
+    ids = [f"sim_{i:05d}" for i in range(mock.n_sims)]
+    return StoreFacts(root, mock.grid, mock.box_size, fields, varying, ids, True)
 
 
 # -- resuming -----------------------------------------------------------------------------------------

@@ -271,3 +271,50 @@ def test_shards_fill_one_pm_store(tmp_path):
     assert store.missing() == ["sim_00000", "sim_00002"]
     store = generate_store(MockConfig(**common, shard=0), progress=False)
     assert store.missing() == []
+
+
+def test_empty_mass_bins_are_zero_channels_when_allowed():
+    rng = np.random.default_rng(4)
+    cat = _catalogue(rng)
+    bins = parse_mass_bins([[1e13, None], [1e16, None]])
+    common = {"grid": 8, "box_size": BOX, "a_h": 60.0, "a_h_f": 30.0, "los_axis": 2}
+    fields, attrs = catalogue_fields(cat, bins, ["halos_m0", "halos_m1_rsd"], allow_empty=True, **common)
+    assert attrs["halos_m1_rsd"]["n_halos"] == 0 and not fields["halos_m1_rsd"].any()
+    assert fields["halos_m1_rsd"].shape == (1, 8, 8, 8) and fields["halos_m0"].std() > 0
+    fields, attrs = catalogue_fields(cat, bins[1:], ["halo_velocity"], allow_empty=True, **common)
+    assert attrs["halo_velocity"]["empty_fraction"] == 1.0 and fields["halo_velocity"].shape == (3, 8, 8, 8)
+    with pytest.raises(ValueError, match=r"mass bin 1 .*no haloes"):
+        catalogue_fields(cat, bins, ["halos_m1"], **common)
+
+
+def test_latin_hypercube_bins_below_the_fof_limit_are_reported(caplog):
+    from lss_lightning.mocks.generate import design, warn_if_resolution_limited
+
+    cfg = MockConfig(
+        store="x", design="latin_hypercube", n_sims=4, fields=["halos"], mass_bins=[[1e13, None]]
+    )
+    with caplog.at_level("WARNING"):
+        warn_if_resolution_limited(cfg, design(cfg))  # 64^3 particles in 128 Mpc/h: 20 m_p ~ 1.4e13 Msun/h
+    assert "below the FoF limit" in caplog.text
+    caplog.clear()
+    high = MockConfig(**{**cfg.__dict__, "mass_bins": [[1e14, None]]})
+    warn_if_resolution_limited(high, design(high))
+    assert "below the FoF limit" not in caplog.text
+
+
+def test_preflight_sees_the_halo_channels_a_store_will_have(tmp_path):
+    """experiment=wu2023 on a store still to be built: the checks expand the halo shorthands like the generator."""
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.preflight import store_facts
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train", overrides=["experiment=wu2023", f"data.store={tmp_path / 'absent'}"]
+        )
+    facts = store_facts(cfg.data)
+    assert facts.generated and {"halos_m5_rsd", "velocity_linear_halos_rsd", "halo_velocity_rsd"} <= set(
+        facts.fields
+    )
+    assert not (tmp_path / "absent").exists()

@@ -196,3 +196,48 @@ def test_light_cone_crops_get_only_the_sky_mirrors(tmp_path):
         )
     with pytest.raises(StoreError, match=r"not periodic.*data\.crop=8 data\.pad=0"):
         build_data(shifted)
+
+
+def test_hwang2022_trains_and_evaluates_on_light_cone_histograms(tmp_path):
+    """experiment=hwang2022_cnn end to end on a tiny light-cone Latin hypercube (a small CNN for speed)."""
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.run import train
+
+    store = tmp_path / "cones"
+    cfg = MockConfig(
+        store=str(store),
+        n_sims=4,
+        grid=8,
+        particles=16,
+        box_size=128.0,
+        power="eh",
+        design="latin_hypercube",
+        prior="hwang_sabiu_w0wa",
+        pm={"steps": 2},
+        fof={"min_particles": 3},
+        fields=["lightcone"],
+        lightcone={"z": [0.05, 0.15], "snapshots": 1},
+        device="cpu",
+    )
+    generate_store(cfg, progress=False)
+    overrides = [
+        "experiment=hwang2022_cnn",
+        f"data.store={store}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        "data.crop=8",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "model.net.name=cnn3d",
+        "evaluation.fiducial_store=null",
+        "evaluation.posterior.enabled=false",
+        "evaluation.attention=false",
+        "debug=fast_dev_run",
+        "~callbacks.progress_bar",
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        composed = compose(config_name="train", overrides=overrides)
+    assert list(composed.data.inputs) == ["lightcone"] and composed.data.generate.lightcone.z == [0.3, 0.8]
+    metrics = train(composed)
+    assert {"test/Omega_m/rmse", "test/w0/rmse", "test/n_s/rmse"} <= set(metrics)

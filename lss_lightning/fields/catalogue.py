@@ -138,10 +138,13 @@ def catalogue_fields(
     a_h_f: float,
     los_axis: int,
     device=None,
+    allow_empty: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """The requested catalogue fields (see the module docstring) as float32 (C, N, N, N), with attributes.
 
     a_h = a H(z) and a_h_f = a H(z) f(z) in (km/s)/(Mpc/h): the redshift-space shift and linear theory.
+    An empty mass bin is an error, or with ``allow_empty`` (Latin hypercubes, whose corners may hold no
+    massive haloes) a field of zeros with n_halos = 0 (and empty_fraction = 1 for the halo velocity).
     """
     fields: dict[str, np.ndarray] = {}
     attrs: dict[str, dict] = {}
@@ -166,11 +169,11 @@ def catalogue_fields(
                 f"{channel_names[0]} needs mass bin {i}, but only {len(bins)} mass_bins are given"
             )
         selected = _nonempty(
-            catalogue, bins[i].select(catalogue.masses), f"mass bin {i} {bins[i].describe()}"
+            catalogue, bins[i].select(catalogue.masses), f"mass bin {i} {bins[i].describe()}", allow_empty
         )
-        grids, _ = _paint(selected, channel_names, "density", **paint)
+        grids = _paint(selected, channel_names, "density", **paint)[0] if len(selected) else {}
         for name in channel_names:
-            fields[name] = grids[name]
+            fields[name] = grids.get(name, np.zeros((1, grid, grid, grid), dtype=np.float32))
             attrs[name] = {
                 **common,
                 "mass_min": bins[i].lo,
@@ -182,7 +185,9 @@ def catalogue_fields(
     if vectors:
         if not bins:
             raise ValueError(f"{vectors} need mass_bins to choose the haloes; give mass_bins=[[lo, hi], ...]")
-        selected = _nonempty(catalogue, in_any_bin(bins, catalogue.masses), "the mass bins together")
+        selected = _nonempty(
+            catalogue, in_any_bin(bins, catalogue.masses), "the mass bins together", allow_empty
+        )
         selection = {
             **common,
             "mass_min": min(b.lo for b in bins),
@@ -191,7 +196,10 @@ def catalogue_fields(
         }
         for name in vectors:
             kind = name.removesuffix("_rsd")
-            if kind == "halo_velocity":
+            if not len(selected):
+                fields[name] = np.zeros((3, grid, grid, grid), dtype=np.float32)
+                attrs[name] = {**selection, "empty_fraction": 1.0}
+            elif kind == "halo_velocity":
                 grids, empty = _paint(selected, [name], "velocity", weights=selected.masses, **paint)
                 fields[name] = grids[name]
                 attrs[name] = {**selection, "weighting": "mass", "empty_fraction": empty[name]}
@@ -204,8 +212,8 @@ def catalogue_fields(
     return fields, attrs
 
 
-def _nonempty(catalogue: HaloCatalogue, keep: np.ndarray, what: str) -> HaloCatalogue:
-    if not keep.any():
+def _nonempty(catalogue: HaloCatalogue, keep: np.ndarray, what: str, allow_empty: bool) -> HaloCatalogue:
+    if not keep.any() and not allow_empty:
         span = (
             f"{catalogue.masses.min():.4g}..{catalogue.masses.max():.4g} Msun/h"
             if len(catalogue)

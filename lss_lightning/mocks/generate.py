@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lss_lightning.config import resolve_device
 from lss_lightning.cosmology import Cosmology, latin_hypercube
@@ -97,6 +98,7 @@ class MockConfig:
     # LightconeSettings (ra, dec, z, snapshots, margin, mass_min, observer, rsd): a light-cone store instead
     lightcone: dict | None = None
     mass_bins: list | None = field(default_factory=lambda: [[1.0e13, None]])  # Msun/h, [lo, hi)
+    allow_empty_bins: bool = False  # an empty mass bin gives a channel of zeros instead of an error
     power: str = "camb"  # camb | eh
     design: str = "seeds"  # seeds | latin_hypercube
     prior: str | dict = "quijote_lh"
@@ -112,6 +114,10 @@ class MockConfig:
     num_shards: int = 1
 
     def __post_init__(self):
+        for name in self.__dataclass_fields__:  # Hydra hands over DictConfig / ListConfig: plain containers
+            value = getattr(self, name)
+            if isinstance(value, DictConfig | ListConfig):
+                setattr(self, name, OmegaConf.to_container(value, resolve=True))
         self.pm, self.fof, self.cosmology = dict(self.pm), dict(self.fof), dict(self.cosmology)
         self.lightcone = dict(self.lightcone) if self.lightcone else None
         self.mass_bins = [list(b) for b in self.mass_bins] if self.mass_bins else None
@@ -304,6 +310,7 @@ def paint_fields(
             a_h_f=cosmo.a_h_f(z),
             los_axis=cfg.los_axis,
             device=device,
+            allow_empty=cfg.allow_empty_bins,
         )
         fields.update(halo_fields)
         attrs.update(halo_attrs)
@@ -391,11 +398,31 @@ def _manifest(cfg: MockConfig, sims: list[dict]) -> dict:
     )
 
 
+def warn_if_resolution_limited(cfg: MockConfig, sims: list[dict]) -> None:
+    """Halo fields of a Latin hypercube whose lowest mass bin reaches below min_particles x m_p for some of
+    its cosmologies: there the counts follow the particle mass (so Omega_m), not only the mass function."""
+    if not cfg.halo_fields() or not cfg.bins or cfg.solver != "pm" or cfg.design != "latin_hypercube":
+        return
+    limit = cfg.fof_settings.min_particles * max(
+        particle_mass(Cosmology.from_mapping(s["params"]), cfg.box_size, cfg.n_particles) for s in sims
+    )
+    lowest = min(b.lo for b in cfg.bins)
+    if lowest < limit:
+        log.warning(
+            "mass_bins start at %.3g Msun/h, below the FoF limit of %.3g Msun/h (%d particles) of some simulations: "
+            "halo counts there depend on the particle mass; start the bins above it (or raise particles=)",
+            lowest,
+            limit,
+            cfg.fof_settings.min_particles,
+        )
+
+
 def generate_store(cfg: MockConfig, *, progress: bool = True) -> FieldStore:
     """Build (or finish) this shard of the store at ``cfg.store``; returns the store (validated when complete)."""
     root = Path(cfg.store).expanduser().resolve()
     device = resolve_device(cfg.device)
     sims = design(cfg)
+    warn_if_resolution_limited(cfg, sims)
     mine = [s["id"] for s in sims[cfg.shard :: cfg.num_shards]]
     shard = f" shard {cfg.shard}/{cfg.num_shards}" if cfg.num_shards > 1 else ""
     store = fill_store(
