@@ -21,9 +21,10 @@ through the shape of the z = 0 linear P(k) that the initial conditions are scale
 painted with the cold particles (no free-streaming suppression of growth after the start: an
 approximation at the percent level for M_nu <~ 0.1 eV, stated rather than hidden).
 
-Memory (float32): particles hold positions, momenta and forces, 36 bytes each; the force mesh needs a
-real mesh and two complex half meshes at a time (about 3 x 4 bytes per mesh cell, 12 mesh_factor^3 bytes
-per particle), so 256^3 particles on a 512^3 mesh peak near 2.3 GB (bench/bench_pm.py measures it).
+Memory (float32): positions, momenta and forces (36 bytes per particle) beside the initial conditions,
+and one force mesh with its half-complex transform and one gradient component at a time. Measured
+(bench/bench_pm.py): 256^3 particles on a 512^3 mesh peak at 3.9 GB, 182 bytes per particle above the
+initial conditions, inside a 16 GB GPU.
 """
 
 from __future__ import annotations
