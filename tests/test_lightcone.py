@@ -135,79 +135,11 @@ def test_light_cone_store_from_particle_mesh_snapshots(tmp_path):
         MockConfig(store="x", fields=["lightcone"])
 
 
-def test_light_cone_crops_get_only_the_sky_mirrors(tmp_path):
-    """A parameter network on light-cone histograms: augmentation uses the 4 mirrors of RA and DEC, never a
-    flip of the redshift axis or an RA/DEC swap."""
-    from hydra import compose, initialize_config_dir
-
-    from lss_lightning.config import CONF_DIR
-    from lss_lightning.data.crops import sky_symmetries
-    from lss_lightning.data.store import StoreError
-    from lss_lightning.run import build_data
-
+@pytest.fixture(scope="module")
+def tiny_cones(tmp_path_factory):
+    """4 light cones over the w0-wa prior: 16^3 particles in 128 Mpc/h, one snapshot, 8^3 histograms."""
     cfg = MockConfig(
-        store=str(tmp_path / "cone"),
-        n_sims=3,
-        grid=8,
-        particles=16,
-        box_size=128.0,
-        power="eh",
-        design="latin_hypercube",
-        pm={"steps": 2},
-        fof={"min_particles": 3},
-        fields=["lightcone"],
-        lightcone={"z": [0.05, 0.15], "snapshots": 1},
-        device="cpu",
-    )
-    generate_store(cfg, progress=False)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        train_cfg = compose(
-            config_name="train",
-            overrides=[
-                "model=cnn3d",
-                f"data.store={cfg.store}",
-                "data.inputs=[lightcone]",
-                "data.crop=8",
-                "data.pad=0",
-            ],
-        )
-    dm = build_data(train_cfg)
-    symmetries = dm.symmetries()
-    assert symmetries == sky_symmetries() and len(symmetries) == 4
-    assert all(s.perm == (0, 1, 2) and not s.flips[2] for s in symmetries)
-    dm.setup("fit")
-    stored = dm.store.read(dm.splits["train"][0], "lightcone")[0]
-    for epoch in range(6):  # every draw is the whole histogram, at most mirrored in RA and DEC
-        item = dm.train_set[(epoch, 0)]
-        assert item["corner"].tolist() == [0, 0, 0]
-        crop = item["input"][0].numpy()
-        mirrors = [stored, stored[::-1], stored[:, ::-1], stored[::-1, ::-1]]
-        assert any(np.array_equal(crop, m) for m in mirrors)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        shifted = compose(
-            config_name="train",
-            overrides=[
-                "model=cnn3d",
-                f"data.store={cfg.store}",
-                "data.inputs=[lightcone]",
-                "data.crop=6",
-                "data.pad=0",
-            ],
-        )
-    with pytest.raises(StoreError, match=r"not periodic.*data\.crop=8 data\.pad=0"):
-        build_data(shifted)
-
-
-def test_hwang2022_trains_and_evaluates_on_light_cone_histograms(tmp_path):
-    """experiment=hwang2022_cnn end to end on a tiny light-cone Latin hypercube (a small CNN for speed)."""
-    from hydra import compose, initialize_config_dir
-
-    from lss_lightning.config import CONF_DIR
-    from lss_lightning.run import train
-
-    store = tmp_path / "cones"
-    cfg = MockConfig(
-        store=str(store),
+        store=str(tmp_path_factory.mktemp("cones") / "lh"),
         n_sims=4,
         grid=8,
         particles=16,
@@ -221,10 +153,57 @@ def test_hwang2022_trains_and_evaluates_on_light_cone_histograms(tmp_path):
         lightcone={"z": [0.05, 0.15], "snapshots": 1},
         device="cpu",
     )
-    generate_store(cfg, progress=False)
+    return generate_store(cfg, progress=False)
+
+
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def test_light_cone_crops_get_only_the_sky_mirrors(tiny_cones):
+    """A parameter network on light-cone histograms: augmentation uses the 4 mirrors of RA and DEC, never a
+    flip of the redshift axis or an RA/DEC swap."""
+    from lss_lightning.data.crops import sky_symmetries
+    from lss_lightning.data.store import StoreError
+    from lss_lightning.run import build_data
+
+    common = [
+        "model=cnn3d",
+        f"data.store={tiny_cones.root}",
+        "data.inputs=[lightcone]",
+        "data.targets=[Omega_m,w0]",
+        "data.pad=0",
+    ]
+    train_cfg = _compose([*common, "data.crop=8"])
+    dm = build_data(train_cfg)
+    symmetries = dm.symmetries()
+    assert symmetries == sky_symmetries() and len(symmetries) == 4
+    assert all(s.perm == (0, 1, 2) and not s.flips[2] for s in symmetries)
+    dm.setup("fit")
+    stored = dm.store.read(dm.splits["train"][0], "lightcone")[0]
+    for epoch in range(6):  # every draw is the whole histogram, at most mirrored in RA and DEC
+        item = dm.train_set[(epoch, 0)]
+        assert item["corner"].tolist() == [0, 0, 0]
+        crop = item["input"][0].numpy()
+        mirrors = [stored, stored[::-1], stored[:, ::-1], stored[::-1, ::-1]]
+        assert any(np.array_equal(crop, m) for m in mirrors)
+    shifted = _compose([*common, "data.crop=6"])
+    with pytest.raises(StoreError, match=r"not periodic.*data\.crop=8 data\.pad=0"):
+        build_data(shifted)
+
+
+def test_hwang2022_trains_and_evaluates_on_light_cone_histograms(tiny_cones, tmp_path):
+    """experiment=hwang2022_cnn end to end on a tiny light-cone Latin hypercube (a small CNN for speed)."""
+    from lss_lightning.run import train
+
     overrides = [
         "experiment=hwang2022_cnn",
-        f"data.store={store}",
+        f"data.store={tiny_cones.root}",
         f"paths.output_dir={tmp_path / 'run'}",
         "data.crop=8",
         "data.batch_size=2",
@@ -236,8 +215,7 @@ def test_hwang2022_trains_and_evaluates_on_light_cone_histograms(tmp_path):
         "debug=fast_dev_run",
         "~callbacks.progress_bar",
     ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        composed = compose(config_name="train", overrides=overrides)
+    composed = _compose(overrides)
     assert list(composed.data.inputs) == ["lightcone"] and composed.data.generate.lightcone.z == [0.3, 0.8]
     metrics = train(composed)
     assert {"test/Omega_m/rmse", "test/w0/rmse", "test/n_s/rmse"} <= set(metrics)
