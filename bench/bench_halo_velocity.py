@@ -6,7 +6,7 @@ evaluates on the held-out boxes at the haloes: per mass bin the rms and bias of 
 residual and the 3D rms, for the U-net and for linear theory from the haloes (divided by the haloes' linear
 bias, measured here from the training boxes as sqrt(P_hh / P_mm) at k < 0.1 h/Mpc); and the halo
 multipoles xi_0, xi_2 at s = 10-40 Mpc/h in real space, redshift space and moved back by each.
-Run: .venv/bin/python bench/bench_halo_velocity.py [extra Hydra overrides]   (~60 min on 2 CPU cores)
+Run: .venv/bin/python bench/bench_halo_velocity.py [extra Hydra overrides]   (~25 min on 2 CPU cores, 8 of them building the store)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from lss_lightning.run import build_data, train
 CPU_OVERRIDES = [
     "experiment=wu2023",
     "model.net.width=8",  # the experiment's width 16 is for GPUs
-    "trainer.max_epochs=12",
+    "trainer.max_epochs=30",
     "data.train_crops_per_sim=12",
     "+trainer.limit_val_batches=8",
     "data.num_workers=1",

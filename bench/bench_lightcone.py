@@ -106,6 +106,7 @@ def run(model: str, args: argparse.Namespace, out: Path) -> dict:
     overrides = [
         f"experiment=hwang2022_{model}",
         f"data.generate.n_sims={args.n_sims}",
+        f"data.store={args.store}",
         "data.num_workers=1",
         f"trainer.max_epochs={args.epochs}",
         "callbacks=default",
@@ -125,15 +126,18 @@ def run(model: str, args: argparse.Namespace, out: Path) -> dict:
     return metrics
 
 
-def build_fiducial(path: str) -> None:
+def build_store(data_overrides: list[str], path: str) -> float:
+    """Build (or finish) a light-cone store; minutes taken."""
     from omegaconf import OmegaConf
 
     from lss_lightning.mocks.generate import MockConfig, generate_store
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*FIDUCIAL, f"data.store={path}"])
+        cfg = compose(config_name="train", overrides=[*data_overrides, f"data.store={path}"])
     values = OmegaConf.to_container(cfg.data.generate, resolve=True)
+    start = time.perf_counter()
     generate_store(MockConfig(**{**values, "store": path}))
+    return (time.perf_counter() - start) / 60
 
 
 def main(argv: list[str]) -> int:
@@ -142,6 +146,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--n-sims", type=int, default=64)
+    parser.add_argument("--store", default=str(REPO_ROOT / "data" / "mocks" / "lightcone_w0wa"))
     parser.add_argument("--fiducial", default=str(REPO_ROOT / "data" / "mocks" / "lightcone_fiducial"))
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args(argv)
@@ -157,9 +162,10 @@ def main(argv: list[str]) -> int:
     if args.skip_training:
         return 0
     out = REPO_ROOT / "bench" / "results" / f"lightcone_{time.strftime('%Y%m%d-%H%M%S')}"
-    start = time.perf_counter()
-    build_fiducial(args.fiducial)
-    print(f"\nfiducial store ready ({(time.perf_counter() - start) / 60:.1f} min): {args.fiducial}")
+    minutes = build_store(["data=lightcone_w0wa", f"data.generate.n_sims={args.n_sims}"], args.store)
+    print(f"\nlight-cone store ready ({minutes:.1f} min, 0 if it existed): {args.store}")
+    minutes = build_store(FIDUCIAL, args.fiducial)
+    print(f"fiducial store ready ({minutes:.1f} min, 0 if it existed): {args.fiducial}")
     results = {m: run(m, args, out) for m in ("vit", "cnn")}
     print(
         f"\nHwang & Sabiu at CPU size: {args.n_sims} PM light cones, {args.epochs} epochs; RMSE on the test cones, "

@@ -8,9 +8,10 @@ v_los / (a H) along the line of sight first):
 - ``halo_velocity``: the mass-weighted velocity sum(M v) / sum(M) in km/s of the haloes in any bin.
   Most cells hold no halo: they get the rule of ``fields.particles.mass_weighted_velocity`` (the same
   ratio after Gaussian smoothing with R = dx, 2 dx, ... until filled); ``empty_fraction`` records how many.
-- ``velocity_linear_halos``: linear theory v(k) = i a H f delta_h(k) k / k^2 from the number-density
-  contrast of all haloes in the bins (no bias divided out: an observer's estimate, with bias b the
-  amplitude is b times the matter's).
+- ``velocity_linear_halos``: linear theory v(k) = i a H f delta_h(k) k / k^2 exp(-k^2 R^2 / 2) from the
+  number-density contrast of all haloes in the bins (no bias divided out: an observer's estimate, with
+  bias b the amplitude is b times the matter's). R = ``smoothing`` (Mpc/h, the mock's ``linear_smoothing``)
+  keeps the haloes' shot noise, white in delta_h, from turning into large small-scale velocities.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def catalogue_fields(
     los_axis: int,
     device=None,
     allow_empty: bool = False,
+    smoothing: float = 0.0,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """The requested catalogue fields (see the module docstring) as float32 (C, N, N, N), with attributes.
 
@@ -207,8 +209,14 @@ def catalogue_fields(
                 density_name = "halos_all_rsd" if name.endswith("_rsd") else "halos_all"
                 grids, _ = _paint(selected, [density_name], "density", **paint)
                 delta = torch.from_numpy(grids[density_name])
-                fields[name] = linear_velocity(delta, box_size, a_h_f).numpy()
-                attrs[name] = {**selection, "weighting": "number", "a_h_f": a_h_f, "bias": 1.0}
+                fields[name] = linear_velocity(delta, box_size, a_h_f, smoothing=smoothing).numpy()
+                attrs[name] = {
+                    **selection,
+                    "weighting": "number",
+                    "a_h_f": a_h_f,
+                    "bias": 1.0,
+                    "smoothing": smoothing,
+                }
     return fields, attrs
 
 

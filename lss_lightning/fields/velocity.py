@@ -65,12 +65,22 @@ def curl(v: torch.Tensor, box_size: float) -> torch.Tensor:
 
 
 def gaussian_smooth(field: torch.Tensor, box_size: float, radius: float) -> torch.Tensor:
-    """Convolve a (C, N, N, N) or (N, N, N) field with exp(-k^2 R^2 / 2); R in Mpc/h (0: no-op)."""
+    """Convolve a (C, N, N, N) or (N, N, N) field with a Gaussian of rms ``radius`` (Mpc/h; 0: no-op).
+
+    The kernel is sampled in real space at the periodic (nearest-image) cell separations and normalised
+    to sum 1, so every weight is positive: a ratio of two smoothed sums stays a weighted mean (the
+    analytic exp(-k^2 R^2 / 2), cut at the Nyquist frequency, has negative real-space lobes of ~1%).
+    """
     if radius <= 0:
         return field
     n = field.shape[-1]
-    k2 = wavenumber(n, box_size, device=field.device).square()
-    return _irfft(_rfft(field) * torch.exp(-0.5 * k2 * radius**2), n)
+    offsets = torch.arange(n, device=field.device, dtype=torch.float64)
+    separation = torch.minimum(offsets, n - offsets) * (box_size / n)
+    weights = torch.exp(-0.5 * (separation / radius) ** 2)
+    weights = weights / weights.sum()
+    full, half = torch.fft.fft(weights).real.float(), torch.fft.rfft(weights).real.float()
+    kernel = full[:, None, None] * full[None, :, None] * half[None, None, :]
+    return _irfft(_rfft(field) * kernel, n)
 
 
 def linear_velocity(

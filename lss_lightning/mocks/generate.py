@@ -311,6 +311,7 @@ def paint_fields(
             los_axis=cfg.los_axis,
             device=device,
             allow_empty=cfg.allow_empty_bins,
+            smoothing=cfg.linear_smoothing,
         )
         fields.update(halo_fields)
         attrs.update(halo_attrs)

@@ -297,6 +297,7 @@ class SimulationConverter:
                     a_h=cosmo.a_h(redshift),
                     a_h_f=cosmo.a_h_f(redshift),
                     los_axis=cfg.los_axis,
+                    smoothing=cfg.linear_smoothing,
                 )
             except ValueError as e:  # an empty mass bin: a problem of this Quijote set's haloes
                 raise QuijoteError(str(e)) from e
