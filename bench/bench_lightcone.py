@@ -182,12 +182,13 @@ def main(argv: list[str]) -> int:
             cells += [f"{results[m]['summary'][p]['rmse']:.4f}", "-" if fid is None else f"{fid:.4f}"]
         print(f"| {p} | " + " | ".join(cells) + f" | {TALK['vit'][p]} | {TALK['cnn'][p]} |")
     print(
-        "\n| model | parameters | s / epoch (median) | train + eval min | talk: parameters, time |\n|---|---|---|---|---|"
+        "\n| model | parameters | s / epoch (median) | training min | train + eval min | talk: parameters, time |\n|---|---|---|---|---|---|"
     )
     for m in ("vit", "cnn"):
         r = results[m]["model"]
         print(
-            f"| {m.upper()} | {r['parameters']:,} | {r['seconds_per_epoch']:.1f} | {results[m]['_minutes']:.1f} | "
+            f"| {m.upper()} | {r['parameters']:,} | {r['seconds_per_epoch']:.1f} | {r['training_seconds'] / 60:.1f} | "
+            f"{results[m]['_minutes']:.1f} | "
             f"{TALK[m]['parameters']}, {TALK[m]['time']} |"
         )
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}; runs and metrics: {out}")

@@ -303,8 +303,15 @@ def _finish_loggers(loggers, exit_code: int = 0) -> None:
             wandb.finish(exit_code=exit_code)  # otherwise the next multirun job logs into this run
 
 
-def _print_summary(metrics: dict, out_dir: Path) -> None:
+def _console():
+    """rich console; logs (SLURM output, pipes) get 160 columns instead of rich's 80, so tables stay whole."""
     from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def _print_summary(metrics: dict, out_dir: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"{metrics['target']} reconstruction, r(k) and T(k) on the test boxes")
@@ -318,14 +325,13 @@ def _print_summary(metrics: dict, out_dir: Path) -> None:
             entry = metrics["summary"][label]["vector"][f"{k:g}"]
             row += [_fmt(entry["r"]), _fmt(entry["T"])]
         table.add_row(*row)
-    Console().print(table)
+    _console().print(table)
     if "halos" in metrics:
         _print_halo_summary(metrics["halos"])
-    Console().print(f"metrics, predictions and plots: {out_dir}")
+    _console().print(f"metrics, predictions and plots: {out_dir}")
 
 
 def _print_halo_summary(halos: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="velocities at the haloes [km/s]: line-of-sight rms and bias, 3D rms, correlation")
@@ -349,16 +355,15 @@ def _print_halo_summary(halos: dict) -> None:
                 _fmt(entry["los_correlation"]),
             ]
         table.add_row(*row)
-    Console().print(table)
+    _console().print(table)
     residual = halos["quadrupole_residual"]
-    Console().print(
+    _console().print(
         "halo xi_2 left after moving back (0 = real space restored, 1 = as in redshift space): "
         f"U-net {residual['unet']:.3f}, linear theory {residual['linear']:.3f}"
     )
 
 
 def _print_parameter_summary(metrics: dict, out_dir: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(
@@ -386,8 +391,16 @@ def _print_parameter_summary(metrics: dict, out_dir: Path) -> None:
             _fmt(s.get("coverage_68"), 2),
             _fmt(s.get("coverage_95"), 2),
         )
-    Console().print(table)
-    Console().print(f"metrics and plots: {out_dir}")
+    console = _console()
+    console.print(table)
+    model = metrics.get("model", {})
+    if model.get("parameters") is not None:
+        console.print(
+            f"{model['backbone']}: {model['parameters']:,} parameters; training {model.get('epochs_timed', 0)} epochs "
+            f"in {_fmt((model.get('training_seconds') or 0) / 60, 1)} min ({_fmt(model.get('seconds_per_epoch'), 1)} s "
+            f"per epoch, median), {_fmt(model.get('train_samples_per_second'), 1)} samples/s"
+        )
+    console.print(f"metrics and plots: {out_dir}")
 
 
 def _fmt(x, digits: int = 3) -> str:

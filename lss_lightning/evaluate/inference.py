@@ -194,6 +194,7 @@ def model_report(model, eval_samples: int, eval_seconds: float) -> dict:
         "epochs_timed": len(timing),
         "seconds_per_epoch": float(np.median([t["seconds"] for t in timing])) if timing else None,
         "fastest_seconds_per_epoch": float(min(t["seconds"] for t in timing)) if timing else None,
+        "training_seconds": float(sum(t["seconds"] for t in timing)) if timing else None,
         "train_samples_per_second": float(np.median([t["samples_per_second"] for t in timing]))
         if timing
         else None,
