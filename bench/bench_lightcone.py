@@ -182,7 +182,7 @@ def main(argv: list[str]) -> int:
             cells += [f"{results[m]['summary'][p]['rmse']:.4f}", "-" if fid is None else f"{fid:.4f}"]
         print(f"| {p} | " + " | ".join(cells) + f" | {TALK['vit'][p]} | {TALK['cnn'][p]} |")
     print(
-        "\n| model | parameters | s / epoch (median) | training min | train + eval min | talk: parameters, time |\n|---|---|---|---|---|---|"
+        "\n| model | parameters | s / epoch (median) | training min (to the evaluated checkpoint) | train + eval min | talk: parameters, time |\n|---|---|---|---|---|---|"
     )
     for m in ("vit", "cnn"):
         r = results[m]["model"]

@@ -396,8 +396,9 @@ def _print_parameter_summary(metrics: dict, out_dir: Path) -> None:
     model = metrics.get("model", {})
     if model.get("parameters") is not None:
         console.print(
-            f"{model['backbone']}: {model['parameters']:,} parameters; training {model.get('epochs_timed', 0)} epochs "
-            f"in {_fmt((model.get('training_seconds') or 0) / 60, 1)} min ({_fmt(model.get('seconds_per_epoch'), 1)} s "
+            f"{model['backbone']}: {model['parameters']:,} parameters; {model.get('epochs_timed', 0)} training epochs "
+            f"up to the evaluated checkpoint in {_fmt((model.get('training_seconds') or 0) / 60, 1)} min "
+            f"({_fmt(model.get('seconds_per_epoch'), 1)} s "
             f"per epoch, median), {_fmt(model.get('train_samples_per_second'), 1)} samples/s"
         )
     console.print(f"metrics and plots: {out_dir}")

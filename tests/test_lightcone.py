@@ -215,6 +215,9 @@ def test_hwang2022_trains_and_evaluates_on_light_cone_histograms(tiny_cones, tmp
         "debug=fast_dev_run",
         "~callbacks.progress_bar",
     ]
+    for experiment in ("hwang2022_vit", "hwang2022_cnn"):  # both take the whole histogram by default
+        default = _compose([f"experiment={experiment}"])
+        assert (default.data.crop, default.data.pad) == (default.data.generate.grid, 0)
     composed = _compose(overrides)
     assert list(composed.data.inputs) == ["lightcone"] and composed.data.generate.lightcone.z == [0.3, 0.8]
     metrics = train(composed)

@@ -69,7 +69,8 @@ def gaussian_smooth(field: torch.Tensor, box_size: float, radius: float) -> torc
 
     The kernel is sampled in real space at the periodic (nearest-image) cell separations and normalised
     to sum 1, so every weight is positive: a ratio of two smoothed sums stays a weighted mean (the
-    analytic exp(-k^2 R^2 / 2), cut at the Nyquist frequency, has negative real-space lobes of ~1%).
+    analytic exp(-k^2 R^2 / 2), cut at the Nyquist frequency, has negative real-space lobes of 4e-4 of its
+    peak at R = dx, enough to turn empty cells near a massive halo into wild ratios).
     """
     if radius <= 0:
         return field
