@@ -150,8 +150,9 @@ def test_catalogue_fields_are_the_painted_haloes():
 def test_empty_cells_of_sparse_haloes_hold_averages_of_their_velocities():
     """A filled cell is a mass-weighted mean of halo velocities, so no component leaves their range.
 
-    Sparse, massive haloes (5% of cells occupied, masses over two decades) are where the float32 FFT's
-    rounding noise in the smoothed sums once made empty cells reach 1e6 km/s.
+    Sparse haloes (under 2% of cells occupied, masses over two decades) are where the analytic Gaussian's
+    negative lobes and the float32 FFT's rounding noise once made empty cells reach 1e6 km/s; the test
+    fails with either fix undone.
     """
     rng = np.random.default_rng(5)
     n, grid, box = 600, 64, 250.0
