@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from hydra import compose, initialize_config_dir
 
 from lss_lightning.config import CONF_DIR, REPO_ROOT
@@ -37,10 +36,14 @@ def construction(data_overrides: list[str]) -> dict:
     import torch
 
     from lss_lightning.cosmology import Cosmology
-    from lss_lightning.mocks.generate import MockConfig, design, find_haloes, initial_particles
+    from lss_lightning.mocks.generate import (
+        MockConfig,
+        design,
+        find_haloes,
+        initial_particles,
+        lightcone_snapshots,
+    )
     from lss_lightning.mocks.lightcone import histogram, place_on_lightcone
-    from lss_lightning.mocks.lpt import Particles
-    from lss_lightning.mocks.pm import evolve
 
     torch.set_num_threads(2)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -59,32 +62,15 @@ def construction(data_overrides: list[str]) -> dict:
     t = time.perf_counter()
     particles, _ = initial_particles(mock, cosmo, sim["seed"], "cpu")
     seconds["ICs"] = time.perf_counter() - t
-    catalogues = []
 
-    def at_output(state):
+    def timed_find(*args):
         start = time.perf_counter()
-        evolved = Particles(positions=state.positions, velocities=state.velocities())
-        catalogues.append(
-            (
-                float(redshifts[np.argmin(np.abs(redshifts - (1 / state.a - 1)))]),
-                find_haloes(mock, cosmo, evolved),
-            )
-        )
+        found = find_haloes(*args)
         seconds["FoF (all snapshots)"] += time.perf_counter() - start
+        return found
 
     t = time.perf_counter()
-    outputs = 1.0 / (1.0 + redshifts)
-    evolve(
-        particles.positions,
-        particles.velocities,
-        cosmo,
-        mock.box_size,
-        mock.n_particles,
-        float(outputs.max()),
-        mock.pm_settings,
-        outputs=outputs,
-        on_output=at_output,
-    )
+    catalogues = lightcone_snapshots(mock, cosmo, particles, find=timed_find)
     seconds["PM steps"] = time.perf_counter() - t - seconds["FoF (all snapshots)"]
     t = time.perf_counter()
     haloes = place_on_lightcone(catalogues, cosmo, mock.box_size, cone)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -318,17 +318,23 @@ def paint_fields(
     return fields, attrs
 
 
-def lightcone_histogram(
-    cfg: MockConfig, cosmo: Cosmology, particles: Particles, report: StepReporter | None = None
-) -> np.ndarray:
-    """Particle mesh with FoF haloes at the cone's snapshot redshifts -> the (1, N, N, N) (RA, DEC, z) histogram."""
-    cone = cfg.lightcone_settings
-    redshifts = cone.snapshot_redshifts()
+def lightcone_snapshots(
+    cfg: MockConfig,
+    cosmo: Cosmology,
+    particles: Particles,
+    report: StepReporter | None = None,
+    find: Callable[[MockConfig, Cosmology, Particles], HaloCatalogue] | None = None,
+) -> list[tuple[float, HaloCatalogue]]:
+    """Particle mesh down to the cone's nearest edge; FoF haloes (``find``, default find_haloes) at each
+    snapshot redshift of the cone, as (z_snapshot, catalogue) pairs."""
+    find = find or find_haloes
+    redshifts = cfg.lightcone_settings.snapshot_redshifts()
     catalogues = []
 
     def at_output(state: PMState) -> None:
         evolved = Particles(positions=state.positions, velocities=state.velocities())
-        catalogues.append((float(1.0 / state.a - 1.0), find_haloes(cfg, cosmo, evolved)))
+        z = float(redshifts[np.argmin(np.abs(redshifts - (1.0 / state.a - 1.0)))])
+        catalogues.append((z, find(cfg, cosmo, evolved)))
 
     step = None if report is None else (lambda i, n, a: report(i, n, f"PM step {i}/{n}, z = {1 / a - 1:.2f}"))
     outputs = 1.0 / (1.0 + redshifts)
@@ -344,8 +350,15 @@ def lightcone_histogram(
         outputs=outputs,
         on_output=at_output,
     )
-    snapshots = [(float(redshifts[np.argmin(np.abs(redshifts - z))]), c) for z, c in catalogues]
-    haloes = place_on_lightcone(snapshots, cosmo, cfg.box_size, cone)
+    return catalogues
+
+
+def lightcone_histogram(
+    cfg: MockConfig, cosmo: Cosmology, particles: Particles, report: StepReporter | None = None
+) -> np.ndarray:
+    """Particle mesh with FoF haloes at the cone's snapshot redshifts -> the (1, N, N, N) (RA, DEC, z) histogram."""
+    cone = cfg.lightcone_settings
+    haloes = place_on_lightcone(lightcone_snapshots(cfg, cosmo, particles, report), cosmo, cfg.box_size, cone)
     return histogram(haloes, cone, cfg.grid)
 
 
