@@ -323,11 +323,10 @@ def lightcone_snapshots(
     cosmo: Cosmology,
     particles: Particles,
     report: StepReporter | None = None,
-    find: Callable[[MockConfig, Cosmology, Particles], HaloCatalogue] | None = None,
+    find: Callable[[MockConfig, Cosmology, Particles], HaloCatalogue] = find_haloes,
 ) -> list[tuple[float, HaloCatalogue]]:
-    """Particle mesh down to the cone's nearest edge; FoF haloes (``find``, default find_haloes) at each
-    snapshot redshift of the cone, as (z_snapshot, catalogue) pairs."""
-    find = find or find_haloes
+    """Particle mesh down to the cone's nearest edge; haloes by ``find`` at each snapshot redshift of
+    the cone, as (z_snapshot, catalogue) pairs."""
     redshifts = cfg.lightcone_settings.snapshot_redshifts()
     catalogues = []
 
