@@ -112,6 +112,10 @@ class ChannelNormaliser(nn.Module):
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         return (x - self._view(self.shift, x)) / self._view(self.scale, x)
 
+    def unscale(self, y: torch.Tensor) -> torch.Tensor:
+        """y times the scale, no shift: a difference (e.g. a correction to a baseline) in physical units."""
+        return y * self._view(self.scale, y)
+
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         if any(f.transform != "none" for f in self.layouts):
             raise ValueError("inverse normalisation of transformed fields is not defined")

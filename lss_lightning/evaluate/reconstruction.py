@@ -80,9 +80,11 @@ class SpectraSums:
 def _at(stats: CrossStatistics, k: float) -> dict[str, float | None]:
     j = int(np.nanargmin(np.abs(stats.k - k)))
     if abs(stats.k[j] - k) > 0.5 * (stats.k[1] - stats.k[0]):
-        return {"k": None, "T": None, "r": None}
+        return {"k": None, "T": None, "r": None, "error_power": None}
     t, r = stats.transfer[j], stats.correlation[j]
-    return {"k": float(stats.k[j]), "T": _finite(t), "r": _finite(r)}
+    # power of the error relative to the truth: P(pred - true) / P_true = T^2 + 1 - 2 T r
+    error = (stats.power_pred[j] + stats.power_true[j] - 2 * stats.power_cross[j]) / stats.power_true[j]
+    return {"k": float(stats.k[j]), "T": _finite(t), "r": _finite(r), "error_power": _finite(error)}
 
 
 def _finite(x) -> float | None:

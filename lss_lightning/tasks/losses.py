@@ -36,9 +36,25 @@ def _float(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over all batch entries, channels and voxels (in the target's units)."""
-    return F.mse_loss(_float(pred), _float(target))
+def weighted_cell_mean(per_cell: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of a per-voxel loss (B, X, Y, Z) over the batch, or with ``weight`` (B, 1, X, Y, Z) or
+    (B, X, Y, Z) >= 0 the weighted mean sum(w l) / sum(w): cells of weight 0 do not count at all (a batch
+    whose weights are all 0 gives 0). Weights of 1 everywhere give the plain mean."""
+    if weight is None:
+        return per_cell.mean()
+    w = _float(weight)
+    w = w[:, 0] if w.ndim == per_cell.ndim + 1 else w
+    if w.shape != per_cell.shape:
+        raise ValueError(f"loss weights shaped {tuple(weight.shape)} do not match the cells {tuple(per_cell.shape)}")
+    return (per_cell * w).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
+
+
+def mse_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over all batch entries, channels and voxels (in the target's units); with
+    per-voxel ``weight`` (B, 1, ...) the channel-mean squared error averaged with those weights."""
+    if weight is None:
+        return F.mse_loss(_float(pred), _float(target))
+    return weighted_cell_mean((_float(pred) - _float(target)).square().mean(dim=1), weight)
 
 
 def encode_magnitude_direction(v: torch.Tensor) -> torch.Tensor:
@@ -75,8 +91,10 @@ class MeanSquaredErrorLoss(nn.Module):
 
     output_channels: int | None = None  # as many as the target
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return mse_loss(pred, target)
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return mse_loss(pred, target, weight)
 
     def encode_target(self, v: torch.Tensor) -> torch.Tensor:
         return v
@@ -115,8 +133,11 @@ class MagnitudeDirectionLoss(nn.Module):
         self.direction_weight = float(direction_weight)
         self.eps = float(eps)
 
-    def components(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The two unweighted terms: mean magnitude squared error and mean (1 - cos phi)."""
+    def components(
+        self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The two unweighted terms: mean magnitude squared error and mean (1 - cos phi); with per-voxel
+        ``weight`` (B, 1, ...) both are weighted means over the voxels (``weighted_cell_mean``)."""
         for name, x in (("pred", pred), ("target", target)):
             if x.ndim < 2 or x.shape[1] != ENCODED_CHANNELS:
                 raise ValueError(f"{name} must be shaped (B, {ENCODED_CHANNELS}, ...), got {tuple(x.shape)}")
@@ -127,10 +148,15 @@ class MagnitudeDirectionLoss(nn.Module):
         eps2 = self.eps**2
         cos = (d * d_true).sum(dim=1) / torch.sqrt((norm2 + eps2) * (norm2_true + eps2))
         direction = torch.where(norm2_true > 0, 1.0 - cos, torch.zeros_like(cos))
-        return {"magnitude": magnitude.mean(), "direction": direction.mean()}
+        return {
+            "magnitude": weighted_cell_mean(magnitude, weight),
+            "direction": weighted_cell_mean(direction, weight),
+        }
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        terms = self.components(pred, target)
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        terms = self.components(pred, target, weight)
         return self.magnitude_weight * terms["magnitude"] + self.direction_weight * terms["direction"]
 
     def encode_target(self, v: torch.Tensor) -> torch.Tensor:

@@ -4,10 +4,22 @@ Inputs are normalised inside the module (statistics from the training split, sto
 every checkpoint carries them). With ``loss="mse"`` the network predicts the target divided by its
 training rms; with ``loss="magnitude_direction"`` it predicts Wu et al. 2023's 5-channel encoding
 (see ``tasks.losses``). ``predict_physical`` always returns the target in physical units (km/s).
+
+Residual target (``residual_of``): the network predicts the correction to a baseline field that is one
+of its inputs (e.g. ``velocity_linear``, linear theory from the whole box), in units of the target's
+training rms; the baseline (the input channels of that field, centre-cropped to the output) is added
+back before every loss and metric, so a network that outputs zero reproduces the baseline exactly. With
+the magnitude + direction loss the corrected velocity is encoded before the loss. ``"auto"`` takes the
+first ``velocity_linear*`` input when the target is a velocity of the same kind and channels, else none.
+
+Loss weights: a batch may carry ``weight`` (B, 1, crop, crop, crop), e.g. the haloes' CIC mass per cell
+(``data.loss_weight``); the loss is then the weighted mean over cells (``tasks.losses.weighted_cell_mean``),
+so cells of weight 0 (no halo) do not count. ``loss_weight_floor`` is added to every weight.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -43,6 +55,8 @@ class VelocityReconstruction(TaskModule):
         loss: str = "mse",
         metric_k: Sequence[float] = (0.1, 0.3, 0.5, 1.0),
         compile: bool = False,
+        residual_of: str | None = None,
+        loss_weight_floor: float = 0.0,
     ):
         super().__init__(optimizer, scheduler, scheduler_interval)
         self.input_layouts, self.target_layouts = as_layouts(input_layouts), as_layouts(target_layouts)
@@ -52,11 +66,17 @@ class VelocityReconstruction(TaskModule):
         self.hparams["target_layouts"] = [asdict(f) for f in self.target_layouts]
         target_channels = sum(f.channels for f in self.target_layouts)
         self.loss_fn = make_loss(loss)
+        if loss_weight_floor < 0:
+            raise ValueError(f"model.loss_weight_floor must be >= 0, got {loss_weight_floor}")
+        baseline = residual_baseline(self.input_layouts, self.target_layouts, residual_of)
+        self.hparams["residual_of"] = baseline[0] if baseline else None  # "auto" resolved, as recorded
+        self.baseline_channels = baseline[1:] if baseline else None
         if loss == "magnitude_direction":
             if len(self.target_layouts) != 1 or self.target_layouts[0].kind != "vector":
                 raise ValueError("the magnitude_direction loss needs exactly one vector target (velocity)")
+        if loss == "magnitude_direction" and self.baseline_channels is None:
             out_channels = ENCODED_CHANNELS
-        else:
+        else:  # the target itself, or the correction to the baseline, in units of the target's rms
             out_channels = target_channels
         self.net = net(in_channels=sum(f.channels for f in self.input_layouts), out_channels=out_channels)
         self.input_norm = ChannelNormaliser(self.input_layouts)
@@ -86,8 +106,19 @@ class VelocityReconstruction(TaskModule):
             return self.loss_fn.encode_target(target)
         return self.target_norm(target)
 
-    def decode_output(self, out: torch.Tensor) -> torch.Tensor:
+    def baseline(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """The residual's baseline: its input channels of the physical-unit batch ``x``, centre-cropped
+        to the output's spatial ``size``."""
+        first, count = self.baseline_channels
+        pads = [(n - m) // 2 for n, m in zip(x.shape[2:], size, strict=True)]
+        window = tuple(slice(p, p + m) for p, m in zip(pads, size, strict=True))
+        return x[(slice(None), slice(first, first + count), *window)].float()
+
+    def to_physical(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Raw network output for the physical-unit input batch ``x`` -> the target in its units."""
         out = out.float()
+        if self.baseline_channels is not None:  # correction in units of the target rms (no shift)
+            return self.baseline(x, out.shape[2:]) + self.target_norm.unscale(out)
         if self.hparams.loss == "magnitude_direction":
             return self.loss_fn.decode_prediction(out)
         return self.target_norm.inverse(out)
@@ -95,16 +126,25 @@ class VelocityReconstruction(TaskModule):
     @torch.no_grad()
     def predict_physical(self, x: torch.Tensor) -> torch.Tensor:
         """Prediction in the target's physical units (km/s) for a physical-unit input batch."""
-        return self.decode_output(self(x))
+        return self.to_physical(self(x), x)
 
     # -- steps ----------------------------------------------------------------------------------
+    def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The configured loss of a raw output against the batch's target (weighted by its ``weight``)."""
+        weight = batch.get("weight")
+        if weight is not None and self.hparams.loss_weight_floor:
+            weight = weight + self.hparams.loss_weight_floor
+        if self.baseline_channels is None:
+            return self.loss_fn(out.float(), self.encode_target(batch["target"]), weight)
+        pred = self.to_physical(out, batch["input"])  # the baseline added back before the loss
+        return self.loss_fn(self.encode_target(pred), self.encode_target(batch["target"]), weight)
+
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self(batch["input"])
-        loss = self.loss_fn(out.float(), self.encode_target(batch["target"]))
-        return loss, out
+        return self.loss(out, batch), out
 
     def update_validation_metrics(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
-        self.val_spectra.update(self.decode_output(output), batch["target"])
+        self.val_spectra.update(self.to_physical(output, batch["input"]), batch["target"])
 
     def on_validation_epoch_end(self) -> None:
         if self.val_spectra is None or not self.val_spectra.k_values:
@@ -112,3 +152,44 @@ class VelocityReconstruction(TaskModule):
         for name, value in self.val_spectra.compute().items():
             self.log(f"val/{name}", value.float(), prog_bar=name.startswith("r_"))
         self.val_spectra.reset()
+
+
+def residual_baseline(
+    inputs: Sequence[FieldLayout], targets: Sequence[FieldLayout], residual_of: str | None
+) -> tuple[str, int, int] | None:
+    """(name, first channel, channels) of the baseline input field in the input stack, or None.
+
+    ``"auto"``: the first ``velocity_linear*`` input when the one target is a velocity of its kind and
+    channels (so ``data.inputs=[density, velocity_linear]`` makes the velocity task a correction to linear
+    theory), else None. A named baseline must be an input of the target's kind and channel count."""
+    if residual_of is None or residual_of in ("none", "null"):
+        return None
+    starts = dict(
+        zip(
+            [f.name for f in inputs],
+            list(itertools.accumulate([0] + [f.channels for f in inputs]))[:-1],
+            strict=True,
+        )
+    )
+    by_name = {f.name: f for f in inputs}
+    target = targets[0] if len(targets) == 1 else None
+    if residual_of == "auto":
+        if target is None or "velocity" not in target.name:
+            return None
+        name = next((f.name for f in inputs if f.name.startswith("velocity_linear")), None)
+        if name is None or (by_name[name].kind, by_name[name].channels) != (target.kind, target.channels):
+            return None
+        return name, starts[name], by_name[name].channels
+    if residual_of not in by_name:
+        raise ValueError(
+            f"model.residual_of={residual_of!r} is not among data.inputs {list(by_name)}: the baseline of a "
+            f"residual target is an input channel; add it to data.inputs or set model.residual_of=null"
+        )
+    base = by_name[residual_of]
+    if target is None or (base.kind, base.channels) != (target.kind, target.channels):
+        shown = [(f.name, f.kind, f.channels) for f in targets]
+        raise ValueError(
+            f"model.residual_of={residual_of!r} is a {base.kind} of {base.channels} channels but the target "
+            f"{shown} is not one field of that kind; a residual needs one target of the baseline's kind"
+        )
+    return residual_of, starts[residual_of], base.channels
