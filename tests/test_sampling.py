@@ -97,3 +97,37 @@ def test_crop_of_an_epoch_is_the_same_in_any_process(tiny_store):
     assert torch.equal(x["corner"], y["corner"]) and torch.equal(x["input"], y["input"])
     corners = {tuple(a[(e, 7)]["corner"].tolist()) for e in range(6)}
     assert len(corners) > 1  # a new draw each epoch
+
+
+@pytest.mark.parametrize(
+    ("before", "after"), [((4, 1), (3, 1)), ((6, 1), (2, 1)), ((5, 2), (3, 2)), ((4, 2), (4, 1))]
+)
+def test_resuming_with_another_batch_size_reads_every_crop_exactly_once(before, after):
+    """A run stopped after 3 batches of (batch size, processes) ``before`` and resumed with ``after``: the
+    crops read before and after the stop are every crop of the epoch, once (the sampler once counted
+    batches, so a changed batch size skipped or repeated crops)."""
+    n, done = 61, 3
+    (b0, w0), (b1, w1) = before, after
+    read = []
+    for rank in range(w0):
+        first = ShardedBatchSampler(n, b0, rank, w0, seed=9)
+        first.set_epoch(2)
+        read += [j for batch in list(first)[:done] for _, j in batch]
+    for rank in range(w1):
+        resumed = ShardedBatchSampler(n, b1, rank, w1, seed=9)
+        resumed.resume(2, done, batch_size=b0, world_size=w0)
+        batches = list(resumed)
+        assert len(batches) <= len(resumed) - done  # no more than the trainer still runs this epoch
+        assert all(0 < len(batch) <= b1 for batch in batches)
+        assert all(epoch == 2 for batch in batches for epoch, _ in batch)
+        read += [j for batch in batches for _, j in batch]
+    assert sorted(read) == list(range(n))
+
+
+def test_a_larger_batch_size_that_cannot_finish_the_epoch_is_refused_naming_the_old_one():
+    """After 3 batches of 4 of 61 crops, 49 are left; batches of 8 need 7 steps but the trainer, which
+    counts 8 batches per epoch now, runs only 5 more: resuming mid-epoch that way would skip crops."""
+    resumed = ShardedBatchSampler(61, 8, seed=1)
+    resumed.resume(0, 3, batch_size=4)
+    with pytest.raises(ValueError, match=r"resume with data.batch_size=4"):
+        list(resumed)

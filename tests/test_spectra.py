@@ -107,3 +107,32 @@ def test_correlation_function_of_white_noise_is_a_spike_at_zero():
     assert xi.k[0] == pytest.approx(0.0)
     assert xi.power[0] == pytest.approx(1.0, rel=0.05)  # the variance
     assert np.all(np.abs(xi.power[1:]) < 0.05)
+
+
+@pytest.mark.parametrize(
+    ("box", "edges_of"),
+    [
+        (256.0, lambda kf, box: kf * np.arange(1, 55)),
+        (1000.0, lambda kf, box: 2 * np.pi * np.arange(1, 55) / box),
+    ],
+)
+def test_edges_at_integer_multiples_of_k_f_bin_every_mode_in_its_shell(box, edges_of):
+    """Pylians-style edges j k_F: the modes with |m| = 13, 26, 52 sit exactly on an edge and belong to the
+    shell above it ([lo, hi)); j * 2 pi / L computed in floating point lands a rounding error off j."""
+    rng = np.random.default_rng(5)
+    n = 108  # |m| up to 54; these edges / k_F come out 13.000000000000002 (also 26, 52), which put those modes a shell low
+    delta = rng.standard_normal((n, n, n)).astype(np.float32)
+    kf = 2 * np.pi / box
+    edges = edges_of(kf, box)
+    spec = power_spectrum(torch.from_numpy(delta), box, k_edges=edges)
+    # reference in exact integer arithmetic: shell j holds j + 1 <= |m| < j + 2, i.e. (j+1)^2 <= m^2 < (j+2)^2
+    dk = np.fft.fftn(delta.astype(np.float64))
+    m = np.rint(np.fft.fftfreq(n, 1.0 / n)).astype(np.int64)
+    m2 = (m[:, None, None] ** 2 + m[None, :, None] ** 2 + m[None, None, :] ** 2).ravel()
+    idx = np.searchsorted(np.arange(1, 55) ** 2, m2, side="right") - 1
+    ok = (idx >= 0) & (idx < len(edges) - 1)
+    counts = np.bincount(idx[ok], minlength=len(edges) - 1)
+    p = (np.abs(dk) ** 2).ravel() * box**3 / n**6
+    power = np.bincount(idx[ok], weights=p[ok], minlength=len(edges) - 1) / counts
+    np.testing.assert_array_equal(spec.modes, counts)
+    np.testing.assert_allclose(spec.power, power, rtol=1e-5)

@@ -15,6 +15,14 @@ from collections.abc import Hashable
 import h5py
 import numpy as np
 
+from lss_lightning.data import checksums
+from lss_lightning.data.store import StoreError
+
+DAMAGED = (
+    "the simulation file is damaged: delete it and rerun the generator or converter for this store, which "
+    "rewrites only what is missing (check the rest with FieldStore(root).validate(deep=True))"
+)
+
 
 class ChunkCache:
     """Least-recently-used store of decoded chunks, bounded in bytes."""
@@ -54,16 +62,36 @@ class ChunkedField:
         self.chunk = dataset.chunks[1:]
         self.dtype = dataset.dtype
         self._raw = dataset.compression is None and not dataset._filters  # chunk bytes are the array itself
+        self.checksums = dataset.attrs.get(checksums.ATTR)  # None in stores written before checksums
+        self.where = f"{dataset.file.filename}: field {dataset.name.rsplit('/', 1)[-1]!r}"
 
     def _load(self, index: tuple[int, int, int]) -> np.ndarray:
         offset = (0, *(i * c for i, c in zip(index, self.chunk, strict=True)))
         valid = tuple(min(c, n - o) for c, n, o in zip(self.chunk, self.shape[1:], offset[1:], strict=True))
-        if self._raw:
-            _, data = self.dataset.id.read_direct_chunk(offset)
-            full = np.frombuffer(data, dtype=self.dtype).reshape(self.shape[0], *self.chunk)
-            return full[:, : valid[0], : valid[1], : valid[2]]
-        region = tuple(slice(o, o + v) for o, v in zip(offset[1:], valid, strict=True))
-        return self.dataset[(slice(None), *region)]
+        try:
+            if self._raw:
+                _, data = self.dataset.id.read_direct_chunk(offset)
+                full = np.frombuffer(data, dtype=self.dtype).reshape(self.shape[0], *self.chunk)
+                block = full[:, : valid[0], : valid[1], : valid[2]]
+            else:
+                region = tuple(slice(o, o + v) for o, v in zip(offset[1:], valid, strict=True))
+                block = self.dataset[(slice(None), *region)]
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{self.where}: chunk {index} cannot be read ({e}); {DAMAGED}") from e
+        self._check(index, block)
+        return block
+
+    def _check(self, index: tuple[int, int, int], block: np.ndarray) -> None:
+        """Checksum (when the store has them) and finite values of one chunk, read once per cache entry."""
+        if self.checksums is not None and checksums.crc32(block) != int(self.checksums[index]):
+            raise StoreError(
+                f"{self.where}: chunk {index} fails its checksum: the file was damaged or overwritten; {DAMAGED}"
+            )
+        if not np.isfinite(block).all():
+            cells = np.argwhere(~np.isfinite(block))[0][1:] + np.asarray(index) * np.asarray(self.chunk)
+            raise StoreError(
+                f"{self.where} holds NaN or inf (first at cell {tuple(int(c) for c in cells)}); {DAMAGED}"
+            )
 
     def chunk_array(self, index: tuple[int, int, int]) -> np.ndarray:
         return self.cache.get((self.key, index), lambda: self._load(index))

@@ -14,8 +14,12 @@ pairs, so the dataset can draw crop ``index`` of epoch ``epoch`` from a seed of 
 or worker process reads it.
 
 Resuming (``ResumableLoader``): the training loader's state, which Lightning keeps in every checkpoint,
-is the epoch and the number of batches already trained on; a run resumed mid-epoch (after preemption)
-reads the rest of that epoch's batches, not the epoch again from the start.
+is the epoch, the number of batches already trained on, and the batch size and number of processes that
+cut them; a run resumed mid-epoch (after preemption) reads the rest of that epoch, not the epoch again
+from the start. With the same batch size and processes it skips the batches done; with another batch size
+(or number of processes) it works out which crops were read (every rank's share is known from the seed) and
+deals the rest out again, so every crop of the epoch is still read exactly once (a larger batch size ends
+that epoch in fewer steps); where the rest cannot be dealt out, it stops with the batch size to resume with.
 
 Validation and test (``BlockSampler``): rank r reads block r of range(n) in order (blocks differ in size
 by at most one item). Ranks may take different numbers of batches, which is fine outside training:
@@ -64,6 +68,7 @@ class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
         self.seed, self.shuffle = int(seed), shuffle
         self.epoch = 0
         self.start_batch = 0
+        self._cut_before: tuple[int, int] | None = None  # (batch size, processes) of a resumed epoch
         largest_share = -(-self.n // self.world_size)  # ceil(n / W)
         self.batches = -(-largest_share // self.batch_size)
         self.sampler = self  # Lightning calls batch_sampler.sampler.set_epoch(epoch) before each epoch
@@ -77,12 +82,22 @@ class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
             return np.arange(self.n)
         return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
 
-    def resume(self, epoch: int, batches_done: int, epoch_length: int | None = None) -> None:
+    def resume(
+        self,
+        epoch: int,
+        batches_done: int,
+        epoch_length: int | None = None,
+        batch_size: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
         """Continue epoch ``epoch`` after its first ``batches_done`` batches, or start the next one if the
-        epoch was over (``epoch_length``: batches the trainer takes per epoch, default all)."""
+        epoch was over (``epoch_length``: batches the trainer takes per epoch, default all); ``batch_size``
+        and ``world_size``: those that cut the batches done (default: this sampler's)."""
         finished = batches_done >= min(self.batches, epoch_length or self.batches)
         self.set_epoch(epoch + 1 if finished else epoch)
         self.start_batch = 0 if finished else int(batches_done)
+        before = (int(batch_size or self.batch_size), int(world_size or self.world_size))
+        self._cut_before = None if finished or before == (self.batch_size, self.world_size) else before
 
     def shard(self) -> np.ndarray:
         return self.order()[self.rank :: self.world_size]
@@ -90,10 +105,41 @@ class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
     def __len__(self) -> int:
         return self.batches
 
+    def _rest_after(self, done: int, batch_size: int, world_size: int) -> list[list[int]]:
+        """This rank's batches of the rest of the epoch after ``done`` batches cut with another batch size
+        or number of processes: the crops not read yet, dealt out again into the batches still expected."""
+        order = self.order()
+        largest_share = -(-self.n // world_size)
+        old_batches = -(-largest_share // batch_size)
+        read = set()
+        for r in range(world_size):
+            shard = order[r::world_size]
+            read.update(shard[: sum(batch_sizes(len(shard), old_batches, batch_size)[:done])].tolist())
+        rest = np.array([j for j in order if j not in read], dtype=np.int64)
+        expected = self.batches - done  # what the trainer still runs this epoch at most
+        shares = [rest[r :: self.world_size] for r in range(self.world_size)]
+        # the same number of batches on every rank (DDP), each at most batch_size and none empty; fewer than
+        # the trainer expects just end the epoch early (a larger batch size needs fewer)
+        batches = max(-(-len(s) // self.batch_size) for s in shares)
+        if not 1 <= batches <= min(expected, *(len(s) for s in shares)):
+            raise ValueError(
+                f"resuming epoch {self.epoch} after {done} batches of {batch_size} crops on {world_size} "
+                f"process(es): the {len(rest)} crops left cannot be dealt out in batches of at most "
+                f"{self.batch_size} (data.batch_size) on {self.world_size} process(es) within the {expected} "
+                f"batches the epoch has left; resume with data.batch_size={batch_size} (and as many "
+                "processes) or ckpt_path=null"
+            )
+        return [b.tolist() for b in np.array_split(shares[self.rank], batches)]
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         shard = self.shard()
         start, skip = 0, self.start_batch
         self.start_batch = 0  # only the epoch being resumed starts late
+        if skip and self._cut_before is not None:
+            batches, self._cut_before = self._rest_after(skip, *self._cut_before), None
+            for batch in batches:
+                yield [(self.epoch, int(j)) for j in batch]
+            return
         for i, size in enumerate(batch_sizes(len(shard), self.batches, self.batch_size)):
             if i >= skip:
                 yield [(self.epoch, int(j)) for j in shard[start : start + size]]
@@ -131,7 +177,20 @@ class ResumableLoader(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         done, length = self._progress()
-        return {"epoch": self.batch_sampler.epoch, "batches_done": int(done), "epoch_length": int(length)}
+        sampler = self.batch_sampler
+        return {
+            "epoch": sampler.epoch,
+            "batches_done": int(done),
+            "epoch_length": int(length),
+            "batch_size": sampler.batch_size,
+            "world_size": sampler.world_size,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.batch_sampler.resume(int(state["epoch"]), int(state["batches_done"]), state.get("epoch_length"))
+        self.batch_sampler.resume(
+            int(state["epoch"]),
+            int(state["batches_done"]),
+            state.get("epoch_length"),
+            batch_size=state.get("batch_size"),
+            world_size=state.get("world_size"),
+        )

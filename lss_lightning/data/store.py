@@ -19,9 +19,11 @@ interrupted writer never leaves a file that reads as valid; ``complete = 1`` is 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +37,7 @@ import hdf5plugin
 import numpy as np
 
 from lss_lightning.cosmology import PARAMETER_NAMES, Cosmology
+from lss_lightning.data import checksums
 from lss_lightning.fields.catalogue import HALO_CHANNEL, HALO_VECTOR_FIELDS, HaloCatalogue
 
 log = logging.getLogger(__name__)
@@ -127,6 +130,37 @@ def atomic_path(path: Path):
         tmp.unlink(missing_ok=True)
 
 
+def require_space(root: Path, nbytes: int, what: str) -> None:
+    """Stop before writing ``nbytes`` (plus 5% and 1 MiB for HDF5's metadata) to ``root`` when its device
+    has less free: h5py fails messily (and HDF5 can crash the process) when the disk fills mid-write."""
+    needed = int(nbytes * 1.05) + 2**20
+    free = shutil.disk_usage(root).free
+    if free < needed:
+        raise StoreError(
+            f"no space left on the device of {root}: writing {what} needs about {needed / 2**20:.1f} MiB and "
+            f"{free / 2**20:.1f} MiB are free. Nothing was half-written and the finished simulations are kept: "
+            "free space (or give the store another path: store=..., LSS_DATA_DIR) and rerun the same command"
+        )
+
+
+@contextmanager
+def simulation_lock(root: Path, sim_id: str, wait: bool):
+    """An OS file lock (``flock``) on one simulation of a store, so that writers never collide: yields True
+    when this process holds it, False when another writer does and ``wait`` is false. Released on exit
+    (also when the process dies). Shards lock disjoint simulations and run side by side."""
+    lock = Path(root) / f".{sim_id}.lock"
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_json_atomic(path: Path, payload: Mapping) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
@@ -202,6 +236,7 @@ def write_simulation(
             )
         if not np.isfinite(arr).all():
             raise StoreError(f"{path}: field {name!r} holds NaN or inf; refusing to write it")
+    require_space(root, sum(np.asarray(fields[n]).nbytes for n in manifest["fields"]), sim["id"])
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(
             schema_version=SCHEMA_VERSION,
@@ -218,12 +253,11 @@ def write_simulation(
         group = f.create_group("fields")
         c = min(chunk, n)
         for name, spec in manifest["fields"].items():
+            data = np.ascontiguousarray(fields[name], dtype=np.float32)
             ds = group.create_dataset(
-                name,
-                data=np.ascontiguousarray(fields[name], dtype=np.float32),
-                chunks=(spec["channels"], c, c, c),
-                **_compression_kwargs(compression),
+                name, data=data, chunks=(spec["channels"], c, c, c), **_compression_kwargs(compression)
             )
+            ds.attrs[checksums.ATTR] = checksums.chunk_checksums(data, (c, c, c))
             ds.attrs.update({k: spec[k] for k in ("kind", "units", "space", "los_axis", "mas")})
             ds.attrs["axes"] = spec.get("axes", "x,y,z")
             ds.attrs.update((extra_attrs or {}).get(name, {}))
@@ -441,14 +475,23 @@ class FieldStore:
                     f"{self.path(sim_id)}: field {name!r} cannot be read ({e}); the file is damaged: "
                     f"delete it and regenerate"
                 ) from e
+            expected = f[f"fields/{name}"].attrs.get(checksums.ATTR)
+            chunk = f[f"fields/{name}"].chunks[1:]
+        fix = "delete the file and rerun the generator or converter, which rewrites only what is missing"
+        if expected is not None and (bad := checksums.damaged_chunks(data, chunk, expected)):
+            raise StoreError(
+                f"{self.path(sim_id)}: field {name!r} of simulation {sim_id} fails its checksum in "
+                f"{len(bad)} chunk(s) (first at chunk {bad[0]}): the file was damaged or overwritten; {fix}"
+            )
         if not np.isfinite(data).all():
             raise StoreError(
-                f"{self.path(sim_id)}: field {name!r} holds NaN or inf; delete the file and regenerate it"
+                f"{self.path(sim_id)}: field {name!r} of simulation {sim_id} holds NaN or inf; {fix}"
             )
         return data
 
     def validate(self, deep: bool = False) -> None:
-        """Check every simulation's header; with deep=True also read every field and check for NaN/inf."""
+        """Check every simulation's header; with deep=True also read every field and check its chunk
+        checksums (``data.checksums``) and for NaN/inf."""
         for sim_id in self._sims:
             if deep:
                 for name in self.fields:
@@ -565,11 +608,6 @@ def fill_store(
     if not todo:
         log.info("store %s: all %d simulations present", root, len(sims))
         return store
-    removed = sum(
-        remove_partial_files(root, s["file"]) for s in todo
-    )  # only this call's: shards run side by side
-    if removed:
-        log.info("store %s: removed %d partial files left by an interrupted run", root, removed)
     log.info("store %s: writing %d of %d simulations", root, len(todo), len(sims))
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -585,7 +623,14 @@ def fill_store(
         def report(done: int, total: int, label: str) -> None:
             bar.update(steps, completed=done, total=total, description=f"  {label}", visible=True)
 
-        for sim in todo:
+        def make(sim: Mapping) -> None:
+            """Write one simulation under its lock (the caller holds it), unless another writer finished it."""
+            if store.is_complete(sim["id"]):
+                return
+            if remove_partial_files(root, sim["file"]):  # ours to remove: we hold the lock
+                log.info(
+                    "store %s: removed the partial file of %s left by an interrupted run", root, sim["id"]
+                )
             start = time.perf_counter()
             products = produce(sim, report)
             bar.update(steps, description="  writing", visible=True)
@@ -600,6 +645,20 @@ def fill_store(
                 halos=products.halos,
             )
             log.debug("%s written in %.2f s", sim["id"], time.perf_counter() - start)
+
+        held_elsewhere = []
+        for sim in todo:  # simulations another writer is making are left to it, then awaited
+            with simulation_lock(root, sim["id"], wait=False) as mine:
+                if not mine:
+                    held_elsewhere.append(sim)
+                    continue
+                make(sim)
+            bar.advance(task)
+            bar.update(steps, visible=False)
+        for sim in held_elsewhere:
+            log.info("store %s: %s is being written by another process; waiting for it", root, sim["id"])
+            with simulation_lock(root, sim["id"], wait=True):
+                make(sim)  # only if the other writer died before finishing it
             bar.advance(task)
             bar.update(steps, visible=False)
     return store

@@ -68,11 +68,13 @@ def _shells(n: int, box_size: float, edges: tuple[float, ...] | None, device: st
     if edges is None:
         n_bins = len(default_k_edges(n, box_size)) - 1
         shell = torch.floor(m - 0.5).long()
-    else:
+    else:  # compare integer |m|^2 with (edge / k_F)^2, snapped to the integer it is within rounding of:
+        # edges at multiples of k_F (Pylians' binning) computed as j * 2 pi / L land 1e-15 off j
         n_bins = len(edges) - 1
-        shell = (
-            torch.bucketize(m, torch.tensor(edges, device=device, dtype=torch.float64) / kf, right=True) - 1
-        )
+        e2 = (torch.tensor(edges, device=device, dtype=torch.float64) / kf).square()
+        e2 = torch.where((e2 - e2.round()).abs() <= 1e-9 * e2.clamp(min=1.0), e2.round(), e2)
+        m2_values = torch.arange(len(counts), device=device, dtype=torch.float64)
+        shell = torch.bucketize(m2_values, e2, right=True) - 1
     shell = torch.where((shell < 0) | (shell >= n_bins), n_bins, shell)
     modes = torch.bincount(shell, weights=counts, minlength=n_bins + 1)[:n_bins]
     ksum = torch.bincount(shell, weights=counts * m, minlength=n_bins + 1)[:n_bins] * kf
