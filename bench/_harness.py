@@ -4,6 +4,9 @@ Each case runs in a spawned child. After its untimed setup the child resets the 
 counter (Linux: writing 5 to /proc/self/clear_refs), so the reported peak is that of the timed work,
 and "work" is that peak minus the resident memory the setup left. Written by hand because
 pytest-benchmark and friends time functions but do not isolate peak memory per case.
+
+The training benchmarks share the second half: the loop over training seeds (over_seeds, add_seed_args) and
+the mean +- std / "k of n seeds" formatting of their tables (mean_std, count, identical).
 """
 
 from __future__ import annotations
@@ -93,3 +96,87 @@ def report(title: str, results: list[Result], baseline: str) -> None:
     print(f"\n{title}\n{HEADER}")
     for r in results:
         print(r.row(None if r is base else base))
+
+
+# --- training benchmarks over seeds ---------------------------------------------------------------------
+# The training benches (velocity U-net, halo velocities, parameters) repeat each comparison over training
+# seeds on one store and one split (data.split.seed fixed), so the seeds differ only in initialisation,
+# crop order and augmentation; these helpers loop over the seeds and format mean +- std over them.
+
+
+def add_seed_args(parser, default: int = 3) -> None:
+    """--seeds N (seeds base, base + 1, ..., base + N - 1), --seed-base, --smoke."""
+    parser.add_argument(
+        "--seeds", type=int, default=default, help="training seeds per variant / model (>= 3 for error bars)"
+    )
+    parser.add_argument(
+        "--seed-base", type=int, default=12345, help="first training seed (the configs' default `seed`)"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny store, 1 epoch, few crops, 2 seeds: checks the whole code path in 1-3 minutes (numbers meaningless)",
+    )
+
+
+def over_seeds(
+    labels: list[str], seeds: list[int], run: Callable[[str, int], dict]
+) -> dict[str, dict[int, dict]]:
+    """run(label, seed) -> result dict, for every label (variant / model) and seed, labels outermost;
+    adds "_minutes" and prints the progress. Returns {label: {seed: result}}."""
+    results: dict[str, dict[int, dict]] = {}
+    total = len(labels) * len(seeds)
+    for i, label in enumerate(labels):
+        results[label] = {}
+        for j, seed in enumerate(seeds):
+            start = time.perf_counter()
+            result = run(label, seed)
+            result["_minutes"] = (time.perf_counter() - start) / 60
+            results[label][seed] = result
+            print(
+                f"[{i * len(seeds) + j + 1}/{total}] {label}, seed {seed}: {result['_minutes']:.1f} min",
+                flush=True,
+            )
+    return results
+
+
+def _clean(values) -> list[float]:
+    return [float(v) for v in values if v is not None and v == v]  # drop None and NaN
+
+
+def mean_std(values, digits: int = 3) -> str:
+    """'mean ± std' over seeds (sample std, ddof = 1); '-' if no value, the value alone if only one."""
+    v = _clean(values)
+    if not v:
+        return "-"
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{statistics.mean(v):.{digits}f} ± {statistics.stdev(v):.{digits}f}"
+
+
+def count(flags) -> str:
+    """'k/n': how many of the seeds a comparison holds in (None counts as not holding)."""
+    flags = list(flags)
+    return f"{sum(bool(f) for f in flags)}/{len(flags)}"
+
+
+def identical(values) -> float:
+    """Largest relative spread max |x - x_0| / |x_0| of a quantity that should not depend on the seed
+    (linear theory); 0 if identical, nan if missing."""
+    v = _clean(values)
+    if len(v) < 2:
+        return 0.0 if v else float("nan")
+    ref = v[0]
+    return max(abs(x - ref) for x in v) / max(abs(ref), 1e-30)
+
+
+def merge_overrides(*groups: list[str]) -> list[str]:
+    """Hydra overrides of several lists in order, a later `key=value` replacing an earlier one of the same key
+    (prefix included: `+a=1` and `a=2` both stay), so printed commands show each setting once."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        for item in group:
+            key = item.split("=", 1)[0]
+            merged.pop(key, None)
+            merged[key] = item
+    return list(merged.values())

@@ -10,12 +10,23 @@ and trains, on identical splits, crops, loss (moment network), optimiser and eva
     xi_0_130       MLP on xi(r) over [0, 0.5] of the crop side (Pan et al.'s s in (0, 130) of 256 Mpc/h)
     xi_10_130      MLP on xi(r) over [0.04, 0.5] (Pan et al.'s s in (10, 130))
 
-and prints, per parameter, each model's mean relative error on the held-out boxes and its ratio to the CNN's,
-the 68% / 95% coverage of the moment network's sigma and of the flow posterior on the test sub-volumes,
-and per model the parameters, seconds per training epoch and training samples per second. Passes if the
-CNN beats the P(k) baseline on Omega_m and sigma_8.
+each once per training seed (`seed` = --seed-base + 0 .. --seeds - 1; the store and the split of simulations are
+the same for every seed, so the seeds differ only in initialisation, crop order and augmentation). EfficientNet
+is left out unless --efficientnet (depthwise 3D convolutions are slow on CPUs). Prints, per parameter, each
+model's mean relative error, RMSE and R^2 on the held-out boxes as mean ± std over the seeds; the ratios
+CNN / P(k), CNN / xi(r), ViT / CNN (EfficientNet / CNN) of the relative error and the RMSE, computed per seed and
+then averaged, with the number of seeds that keep the ordering; the 68% / 95% coverage of the moment network's
+sigma and of the flow posterior on the test sub-volumes; and per model the parameters, seconds per training epoch
+and training samples per second. Passes if the CNN beats the P(k) baseline on Omega_m and sigma_8 in every seed.
 
-Run: .venv/bin/python bench/bench_params.py [--solver lpt] [--epochs 15] [--models cnn,pk]   (<= 60 min on 2 cores)
+Run: .venv/bin/python bench/bench_params.py [--solver lpt] [--epochs 15] [--models cnn,pk] [--efficientnet]
+         [--seeds 3] [--seed-base 12345] [--smoke]
+     per seed on 2 cores (README's PM run, idle machine, 15 epochs): ~6 min without EfficientNet (CNN ~1.7, ViT
+     ~2.2, each MLP ~0.5 min, + evaluation), ~10.4 min with --efficientnet (4 epochs of ~64 s); so ~18 min for the
+     default 3 seeds (~31 with EfficientNet), + ~5 min for the PM store once. --solver lpt: 23.4 min per seed with
+     EfficientNet on shared cores. --smoke: 16 boxes of 32^3, 1 epoch, 2 seeds, ~2 min, numbers meaningless.
+     .venv/bin/python bench/bench_params.py --report <dir>/seeds.json    (the tables of a run)
+Writes bench/results/params_<solver>_<time>/seeds.json (every per-seed number) beside the runs.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _harness import add_seed_args, count, mean_std, over_seeds
 from hydra import compose, initialize_config_dir
 
 from lss_lightning.config import CONF_DIR, REPO_ROOT
@@ -46,6 +58,8 @@ MODELS = {
     "xi_10_130": ["model=summary_mlp", "model.summaries=[correlation_function]", "model.xi_range=[0.04,0.5]"],
 }
 BASELINES = ("pk", "xi_0_130", "xi_10_130")
+# (numerator, denominator) of the ratios of errors: below 1, the numerator is better
+PAIRS = (("cnn", "pk"), ("cnn", "xi_0_130"), ("cnn", "xi_10_130"), ("vit", "cnn"), ("efficientnet", "cnn"))
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -68,10 +82,24 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="depthwise 3D convolutions are slow on CPUs: fewer epochs",
     )
     p.add_argument("--crops-per-sim", type=int, default=16, help="random training crops per box and epoch")
-    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--models", default=",".join(m for m in MODELS if m != "efficientnet"))
+    p.add_argument(
+        "--efficientnet", action="store_true", help="add EfficientNet-3D-b0 to --models (slow on CPUs)"
+    )
     p.add_argument("--store", default=None, help="default: data/mocks/bench_params_<solver>_<n>x<grid>")
-    p.add_argument("--seed", type=int, default=7)
-    return p.parse_args(argv)
+    p.add_argument(
+        "--seed", type=int, default=7, help="master seed of the mock store (not the training seed)"
+    )
+    p.add_argument("--report", default=None, help="print the tables of a seeds.json")
+    add_seed_args(p)
+    args = p.parse_args(argv)
+    if args.efficientnet and "efficientnet" not in args.models.split(","):
+        args.models += ",efficientnet"
+    if args.smoke:  # the whole code path in a few minutes: tiny store, 1 epoch, 2 seeds
+        args.n_sims, args.grid, args.box, args.crop, args.pm_steps = 16, 32, 128.0, 16, 5
+        args.epochs, args.efficientnet_epochs, args.crops_per_sim = 1, 1, 2
+        args.seeds = min(args.seeds, 2)
+    return args
 
 
 def data_overrides(args: argparse.Namespace, store: Path) -> list[str]:
@@ -104,7 +132,8 @@ def data_overrides(args: argparse.Namespace, store: Path) -> list[str]:
     ]
 
 
-def run_model(name: str, args: argparse.Namespace, store: Path, out: Path) -> dict:
+def run_model(name: str, seed: int, args: argparse.Namespace, store: Path, out: Path) -> dict:
+    run_dir = out / f"{name}_seed{seed}"
     overrides = [
         *MODELS[name],
         *data_overrides(args, store),
@@ -116,17 +145,15 @@ def run_model(name: str, args: argparse.Namespace, store: Path, out: Path) -> di
         "~callbacks.model_summary",
         "evaluation.posterior.enabled=true",
         "evaluation.attention=true",
-        f"paths.output_dir={out / name}",
-        "seed=12345",
+        *(["evaluation.posterior.epochs=5", "evaluation.posterior.samples=100"] if args.smoke else []),
+        f"seed={seed}",
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    start = time.perf_counter()
+        cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
     train(cfg)
-    metrics = json.loads((out / name / "eval" / "metrics.json").read_text())
-    metrics["_minutes"] = (time.perf_counter() - start) / 60
-    metrics["_epochs"] = cfg.trainer.max_epochs
-    metrics["_overrides"] = overrides
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    metrics = {k: v for k, v in metrics.items() if k != "per_simulation"}
+    metrics |= {"_epochs": cfg.trainer.max_epochs, "_overrides": overrides, "seed": seed, "dir": str(run_dir)}
     return metrics
 
 
@@ -134,88 +161,140 @@ def _f(x, digits: int = 4) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def report(results: dict[str, dict], names: list[str]) -> bool:
-    models = list(results)
-    print("\nMean relative error |pred - true| / true on the test boxes (ratio to the CNN in brackets)\n")
-    print("| parameter | " + " | ".join(models) + " |\n|---|" + "---|" * len(models))
+def _get(run: dict, *keys):
+    for k in keys:
+        if not isinstance(run, dict) or k not in run:
+            return None
+        run = run[k]
+    return run
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def report(runs: dict[str, list[dict]], names: list[str]) -> bool:
+    """runs: {model: [metrics of each seed]} (the same seeds, in the same order, for every model)."""
+    models = list(runs)
+    n = len(runs[models[0]])
+    print(f"\nErrors of the box estimates on the test boxes, mean ± std over {n} seeds\n")
+    print("| parameter | metric | " + " | ".join(models) + " |\n|---|---|" + "---|" * len(models))
     for p in names:
-        cnn = results.get("cnn", {}).get("summary", {}).get(p, {}).get("relative_error")
-        cells = []
-        for m in models:
-            e = results[m]["summary"][p]["relative_error"]
-            cells.append(f"{e:.4f}" + (f" ({e / cnn:.2f}x)" if cnn and m != "cnn" else ""))
-        print(f"| {p} | " + " | ".join(cells) + " |")
+        for key, label, digits in (
+            ("relative_error", "mean relative error", 4),
+            ("rmse", "RMSE", 4),
+            ("r2", "R^2", 3),
+        ):
+            cells = [mean_std([r["summary"][p][key] for r in runs[m]], digits) for m in models]
+            print(f"| {p} | {label} | " + " | ".join(cells) + " |")
     print(
-        "\nCoverage on the test sub-volumes, 68% / 95%: moment network sigma | flow posterior; R^2 of the boxes\n"
+        "\nRatios of errors a / b per seed, then mean ± std over the seeds (below 1: a is better), and the seeds in "
+        "which a < b\n"
     )
     print(
-        "| model | parameter | moment 68 / 95 | flow 68 / 95 | TARP p (moment, flow) | R^2 |\n|---|---|---|---|---|---|"
+        "| parameter | a / b | relative error ratio | seeds a < b | RMSE ratio | seeds a < b |\n|---|---|---|---|---|---|"
+    )
+    for p in names:
+        for a, b in PAIRS:
+            if a not in runs or b not in runs:
+                continue
+            cells = []
+            for key in ("relative_error", "rmse"):
+                ra = [r["summary"][p][key] for r in runs[a]]
+                rb = [r["summary"][p][key] for r in runs[b]]
+                ratios = [_ratio(x, y) for x, y in zip(ra, rb, strict=True)]
+                cells += [
+                    mean_std(ratios, 2),
+                    count(x is not None and y is not None and x < y for x, y in zip(ra, rb, strict=True)),
+                ]
+            print(f"| {p} | {a} / {b} | " + " | ".join(cells) + " |")
+    print(
+        "\nCoverage on the test sub-volumes, 68% / 95%, mean over seeds: moment network sigma | flow posterior; "
+        "TARP p (mean over seeds)\n"
+    )
+    print(
+        "| model | parameter | moment 68 / 95 | flow 68 / 95 | TARP p (moment, flow) |\n|---|---|---|---|---|"
     )
     for m in models:
-        cal = results[m].get("calibration", {})
-        flow = results[m].get("posterior", {}).get("calibration", {})
         for p in names:
-            c, f = cal.get("parameters", {}).get(p, {}), flow.get("parameters", {}).get(p, {})
-            tarp = (
-                f"{_f(cal.get('tarp', {}).get('p_value'), 3)}, {_f(flow.get('tarp', {}).get('p_value'), 3)}"
-            )
+            cal = [_get(r, "calibration", "parameters", p) or {} for r in runs[m]]
+            flow = [_get(r, "posterior", "calibration", "parameters", p) or {} for r in runs[m]]
+            tarp = [
+                mean_std([_get(r, *path, "tarp", "p_value") for r in runs[m]], 3)
+                for path in (("calibration",), ("posterior", "calibration"))
+            ]
             print(
-                f"| {m} | {p} | {_f(c.get('coverage_68'), 2)} / {_f(c.get('coverage_95'), 2)} | "
-                f"{_f(f.get('coverage_68'), 2)} / {_f(f.get('coverage_95'), 2)} | {tarp} | "
-                f"{_f(results[m]['summary'][p]['r2'], 3)} |"
+                f"| {m} | {p} | {mean_std([c.get('coverage_68') for c in cal], 2)} / "
+                f"{mean_std([c.get('coverage_95') for c in cal], 2)} | {mean_std([f.get('coverage_68') for f in flow], 2)} / "
+                f"{mean_std([f.get('coverage_95') for f in flow], 2)} | {tarp[0]}, {tarp[1]} |"
             )
     print(
-        "\n| model | parameters | epochs | s / epoch (median, fastest) | train samples / s | eval samples / s "
-        "| train + eval min |\n|---|---|---|---|---|---|---|"
+        "\n| model | parameters | epochs | s / epoch (median; fastest), mean ± std over seeds | train samples / s "
+        "| eval samples / s | train + eval min per seed |\n|---|---|---|---|---|---|---|"
     )
     for m in models:
-        r = results[m]["model"]
+        rm = [r["model"] for r in runs[m]]
         print(
-            f"| {m} | {r['parameters']:,} | {results[m]['_epochs']} | {_f(r['seconds_per_epoch'], 1)}, "
-            f"{_f(r.get('fastest_seconds_per_epoch'), 1)} | "
-            f"{_f(r['train_samples_per_second'], 0)} | "
-            f"{_f(r['eval_samples_per_second'], 0)} | {results[m]['_minutes']:.1f} |"
+            f"| {m} | {rm[0]['parameters']:,} | {runs[m][0]['_epochs']} | "
+            f"{mean_std([r['seconds_per_epoch'] for r in rm], 1)}; {mean_std([r.get('fastest_seconds_per_epoch') for r in rm], 1)} | "
+            f"{mean_std([r['train_samples_per_second'] for r in rm], 0)} | "
+            f"{mean_std([r['eval_samples_per_second'] for r in rm], 0)} | {mean_std([r['_minutes'] for r in runs[m]], 1)} |"
         )
-    if "cnn" not in results or "pk" not in results:
+    if "cnn" not in runs or "pk" not in runs:
         return True
     wins = {
-        p: results["cnn"]["summary"][p]["relative_error"] < results["pk"]["summary"][p]["relative_error"]
+        p: [
+            c["summary"][p]["relative_error"] < k["summary"][p]["relative_error"]
+            for c, k in zip(runs["cnn"], runs["pk"], strict=True)
+        ]
         for p in ("Omega_m", "sigma_8")
         if p in names
     }
-    print(f"\nCNN beats the P(k) baseline: {wins} -> {'yes' if all(wins.values()) else 'NO'}")
-    return all(wins.values())
+    ok = all(all(w) for w in wins.values())
+    print(
+        "\nCNN beats the P(k) baseline (mean relative error), seeds: "
+        + ", ".join(f"{p} {count(w)}" for p, w in wins.items())
+        + f" -> {'yes, in every seed' if ok else 'NO'}"
+    )
+    return ok
 
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
     names = [t.strip() for t in args.targets.split(",")]
+    if args.report:
+        data = json.loads(Path(args.report).read_text())
+        return 0 if report(data["runs"], data["targets"]) else 1
     store = (
         Path(args.store)
         if args.store
         else REPO_ROOT / "data" / "mocks" / f"bench_params_{args.solver}_{args.n_sims}x{args.grid}"
     )
     out = REPO_ROOT / "bench" / "results" / f"params_{args.solver}_{time.strftime('%Y%m%d-%H%M%S')}"
+    seeds = [args.seed_base + i for i in range(args.seeds)]
     start = time.perf_counter()
-    results = {}
-    for name in args.models.split(","):
-        results[name] = run_model(name, args, store, out)
-        print(f"{name}: {results[name]['_minutes']:.1f} min", flush=True)
+    results = over_seeds(
+        args.models.split(","), seeds, lambda name, seed: run_model(name, seed, args, store, out)
+    )
     minutes = (time.perf_counter() - start) / 60
+    runs = {m: list(by_seed.values()) for m, by_seed in results.items()}
+    first = runs[next(iter(runs))][0]
     print(
         f"\n{args.n_sims} {args.solver.upper()} boxes of {args.box:g} Mpc/h, {args.grid}^3 cells, z = {args.redshift:g}; "
-        f"{args.crop}^3 sub-volumes; {len(results[next(iter(results))]['simulations'])} test boxes; "
+        f"{args.crop}^3 sub-volumes; {len(first['simulations'])} test boxes; "
         f"{args.epochs} epochs ({args.efficientnet_epochs} for EfficientNet) x {args.crops_per_sim} random crops "
-        f"per training box; total {minutes:.1f} min"
+        f"per training box; {len(seeds)} seeds {seeds}; total {minutes:.1f} min ({minutes / len(seeds):.1f} per seed)"
     )
     print(f"command: bench/bench_params.py {' '.join(argv)}")
-    ok = report(results, names)
-    (out / "summary.json").write_text(
+    ok = report(runs, names)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "seeds.json").write_text(
         json.dumps(
-            {m: {k: v for k, v in r.items() if k != "per_simulation"} for m, r in results.items()}, indent=1
+            {"command": ["bench/bench_params.py", *argv], "seeds": seeds, "targets": names, "runs": runs},
+            indent=1,
         )
     )
-    print(f"runs and metrics: {out}")
+    print(f"\nper-seed numbers: {out / 'seeds.json'} (reprint: --report); runs and metrics: {out}")
     return 0 if ok else 1
 
 

@@ -70,12 +70,23 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
+def _default_inputs(task_target: str, field_inputs, parameter_inputs) -> list:
+    """``${default_inputs:${model._target_},[...],[...]}``: the first list for tasks that predict fields
+    (velocity reconstruction: density + linear theory of the whole box), the second for tasks that predict
+    parameters (which have no use for a linear velocity), so one data config serves both kinds of model."""
+    from hydra.utils import get_class
+
+    kind = getattr(get_class(task_target), "target_kind", "fields")
+    return list(field_inputs if kind == "fields" else parameter_inputs)
+
+
 def register_resolvers() -> None:
     resolvers = (
         ("lss_root", _repo_root),
         ("run_name", _run_name),
         ("unique_name", _unique_name),
         ("overrides_label", _overrides_label),
+        ("default_inputs", _default_inputs),
     )
     for name, fn in resolvers:
         if not OmegaConf.has_resolver(name):

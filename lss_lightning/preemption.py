@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -65,3 +66,29 @@ class PreemptionCheckpoint(Checkpoint):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.path.exists():
             self.path.unlink()  # the run finished: the end-of-training last.ckpt supersedes it
+
+
+class SigtermDuringEvaluation(SystemExit):
+    """Raised by ``stop_on_sigterm`` (exit code 143) so a scheduler sees the job did not finish."""
+
+
+@contextmanager
+def stop_on_sigterm(what: str):
+    """SIGTERM inside the block ends the process with exit code 143 and one message (evaluation has no
+    checkpoint to save: its outputs are written atomically, so nothing partial is left to read as done)."""
+
+    def handler(signum, frame):
+        log.error(
+            "%s stopped by SIGTERM: outputs written so far are whole, nothing is half-written; rerun it", what
+        )
+        raise SigtermDuringEvaluation(EXIT_PREEMPTED)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals to whoever owns them
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -27,10 +27,16 @@ from omegaconf import DictConfig, OmegaConf
 from lss_lightning import checkpoints, tracking
 from lss_lightning.cosmology import PARAMETER_ALIASES, PARAMETER_NAMES, resolve_prior
 from lss_lightning.data.crops import tile_corners
-from lss_lightning.data.modules import parameter_name, split_simulations
+from lss_lightning.data.modules import (
+    CropGeometry,
+    lightcone_geometry_problem,
+    parameter_name,
+    split_simulations,
+)
 from lss_lightning.data.normalisation import FieldLayout
 from lss_lightning.data.store import FieldSpec, FieldStore, field_spec
 from lss_lightning.memory import StepMemory, available_bytes, leaf_output_bytes
+from lss_lightning.tasks.reconstruction import residual_baseline
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +47,20 @@ SHAPE_KEYS = (
     "model._target_",
     "model.net",
     "model.loss",
+    "model.residual_of",
     "data.inputs",
     "data.targets",
     "data.crop",
     "data.pad",
 )
+
+
+# keys a resumed run may change, with what the change does (a warning, not an error)
+RESUME_WARN_KEYS = {
+    "model.optimizer.lr": "the optimizer state restored from the checkpoint keeps the old learning rate and the "
+    "scheduler goes on from it; start a new run (ckpt_path=null) to train with the new one",
+    "data.store": "training goes on with another store's crops (and the checkpoint's normalisation statistics)",
+}
 
 
 class ConfigError(ValueError):
@@ -169,6 +184,18 @@ def check_resume(cfg: DictConfig, ckpt: Path) -> None:
                     f"ckpt_path resumes {ckpt}, trained with {leaf}={was}, but this run asks for {leaf}={now}",
                     f"{leaf}={was} to resume it, or ckpt_path=null in a new run directory to start from scratch",
                 )
+    for key, consequence in RESUME_WARN_KEYS.items():
+        old, new = _select(saved, key), _plain(OmegaConf.select(cfg, key))
+        if old is not None and old != new:
+            log.warning(
+                "resuming %s, trained with %s=%s, with %s=%s: %s",
+                ckpt,
+                key,
+                _override_value(old),
+                key,
+                _override_value(new),
+                consequence,
+            )
 
 
 def _leaves(prefix: str, value):
@@ -204,6 +231,14 @@ def _override_value(value) -> str:
 def check_names(cfg: DictConfig, facts: StoreFacts, kind: str) -> None:
     stored = sorted(facts.fields)
     where = f"the store {facts.root}" + (" (to be generated from data.generate)" if facts.generated else "")
+    targets = [str(n) for n in cfg.data.targets]
+    model = get_class(cfg.model._target_).__name__
+    parameters = [n for n in targets if parameter_name(n) is not None and n not in facts.fields]
+    if kind == "fields" and parameters:  # first: the inputs a model asks for depend on what it predicts
+        raise ConfigError(
+            f"model {model} predicts fields but data.targets {targets} are cosmological parameters",
+            "data.targets=[velocity] (a stored field), or a parameter model: model=cnn3d or model=vit3d",
+        )
     inputs = [str(n) for n in cfg.data.inputs]
     for name in inputs:
         if name not in facts.fields:
@@ -211,23 +246,54 @@ def check_names(cfg: DictConfig, facts: StoreFacts, kind: str) -> None:
                 f"data.inputs: {name!r} is not a field of {where}; its fields are {stored}",
                 f"data.inputs=[{_closest(name, stored, 'density')}]",
             )
-    targets = [str(n) for n in cfg.data.targets]
-    model = get_class(cfg.model._target_).__name__
     if kind == "parameters":
         _check_parameter_targets(targets, facts, model, where)
         return
-    parameters = [n for n in targets if parameter_name(n) is not None and n not in facts.fields]
-    if parameters:
-        raise ConfigError(
-            f"model {model} predicts fields but data.targets {targets} are cosmological parameters",
-            "data.targets=[velocity] (a stored field), or a parameter model: model=cnn3d or model=vit3d",
-        )
     for name in targets:
         if name not in facts.fields:
             raise ConfigError(
                 f"data.targets: {name!r} is not a field of {where}; its fields are {stored}",
                 f"data.targets=[{_closest(name, stored, 'velocity')}]",
             )
+    check_loss_weight(cfg, facts, where)
+    check_residual(cfg, facts, inputs, targets)
+
+
+def check_loss_weight(cfg: DictConfig, facts: StoreFacts, where: str) -> None:
+    """data.loss_weight names a scalar field of the store (per-cell weights of the loss)."""
+    name = cfg.data.get("loss_weight")
+    if not name:
+        return
+    stored = sorted(facts.fields)
+    if name not in facts.fields:
+        raise ConfigError(
+            f"data.loss_weight: {name!r} is not a field of {where}; its fields are {stored}",
+            "data.loss_weight=halo_mass_rsd with that field in data.generate.fields (a halo store), "
+            "or data.loss_weight=null",
+        )
+    if facts.fields[name].kind != "scalar":
+        raise ConfigError(
+            f"data.loss_weight: {name!r} is a {facts.fields[name].kind} field; loss weights are one scalar per cell",
+            "data.loss_weight=halo_mass_rsd (or another scalar field), or data.loss_weight=null",
+        )
+
+
+def check_residual(cfg: DictConfig, facts: StoreFacts, inputs: list[str], targets: list[str]) -> None:
+    """model.residual_of names an input of the target's kind (the baseline the network corrects)."""
+    if "residual_of" not in cfg.model:
+        return
+    try:
+        residual_baseline(
+            [_layout(facts, n, {}) for n in inputs],
+            [_layout(facts, n, {}) for n in targets],
+            cfg.model.residual_of,
+        )
+    except ValueError as err:
+        baseline = str(cfg.model.residual_of)
+        fix = "model.residual_of=null, or an input field of the target's kind"
+        if baseline not in inputs:
+            fix = f"data.inputs=[{','.join([*inputs, baseline])}] or model.residual_of=null"
+        raise ConfigError(str(err), fix) from None
 
 
 def _check_parameter_targets(targets: list[str], facts: StoreFacts, model: str, where: str) -> None:
@@ -266,6 +332,10 @@ def check_box(cfg: DictConfig, facts: StoreFacts, kind: str, crop: int, pad: int
         raise ConfigError(
             f"data.crop={crop}, data.pad={pad}: need crop >= 1 and pad >= 0", "data.crop=20 data.pad=6"
         )
+    axes = {facts.fields[str(n)].axes for n in cfg.data.inputs if str(n) in facts.fields}
+    problem = lightcone_geometry_problem(axes, facts.grid, CropGeometry(crop, pad), facts.root)
+    if problem:
+        raise ConfigError(problem, f"data.crop={facts.grid} data.pad=0")
     if crop <= facts.grid:
         return
     suggestion = largest_working_crop(cfg, facts, kind, facts.grid)

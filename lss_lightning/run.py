@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from lss_lightning import checkpoints, tracking
 from lss_lightning.checkpoints import resolve_checkpoint
 from lss_lightning.config import register_resolvers, resolve_device
-from lss_lightning.preemption import EXIT_PREEMPTED
+from lss_lightning.data.modules import parameter_name
+from lss_lightning.preemption import EXIT_PREEMPTED, stop_on_sigterm
 from lss_lightning.preflight import check_training_config
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,13 @@ def _global_rank() -> int:
     return 0
 
 
-def build_data(cfg: DictConfig):
-    """The data module, with its store built (rank 0) or awaited (other ranks) when it is absent."""
+def build_data(cfg: DictConfig, build_missing: bool = True):
+    """The data module, with its store built (rank 0) or awaited (other ranks) when it is absent;
+    ``build_missing=False`` (evaluation) only opens it: a missing or damaged store is reported, not rebuilt."""
     dm = instantiate(cfg.data)
+    if not build_missing:
+        dm.open_store()
+        return dm
     if _global_rank() == 0:
         dm.prepare_data()
     else:
@@ -63,15 +68,23 @@ def build_data(cfg: DictConfig):
     return dm
 
 
+def check_task_targets(task: type, target_names) -> str:
+    """The kind of targets ("fields" or "parameters") that ``task`` predicts, checked against the names."""
+    wanted = getattr(task, "target_kind", "fields")
+    names = [str(n) for n in target_names]
+    given = "parameters" if any(parameter_name(n) for n in names) else "fields"
+    if wanted != given:
+        raise ValueError(
+            f"model {task.__name__} predicts {wanted} but data.targets {names} are {given}; "
+            f"choose matching data.targets (e.g. [velocity] or [Omega_m, sigma_8]) or another model"
+        )
+    return wanted
+
+
 def build_model(cfg: DictConfig, dm):
     """The task module, given the channel layouts (or parameter names) of the data it trains on."""
     task = get_class(cfg.model._target_)
-    wanted = getattr(task, "target_kind", "fields")
-    if wanted != dm.target_kind:
-        raise ValueError(
-            f"model {task.__name__} predicts {wanted} but data.targets {dm.target_names} are {dm.target_kind}; "
-            f"choose matching data.targets (e.g. [velocity] or [Omega_m, sigma_8]) or another model"
-        )
+    wanted = check_task_targets(task, dm.target_names)
     kwargs = {"input_layouts": [asdict(f) for f in dm.input_layouts]}
     if wanted == "fields":
         kwargs["target_layouts"] = [asdict(f) for f in dm.target_layouts]
@@ -127,6 +140,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     dm = build_data(cfg)
     model = build_model(cfg, dm)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    store = dm.open_store()
+    model.run_config["cell_size"] = store.box_size / store.grid  # Mpc/h, checked when evaluated elsewhere
     loggers = instantiate_group(cfg.get("logger"))
     trainer = instantiate(
         cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
@@ -154,7 +169,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             if best:
                 log.info("evaluating the best checkpoint %s", best)
                 model = load_model(best, map_location="cpu")
-            metrics.update(run_evaluation(cfg, model, dm, out_dir / "eval", loggers))
+            with stop_on_sigterm("evaluation"):
+                metrics.update(run_evaluation(cfg, model, dm, out_dir / "eval", loggers))
         exit_code = 0
     except SystemExit as stop:
         exit_code = stop.code if isinstance(stop.code, int) else 1
@@ -173,16 +189,41 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
     model = load_model(ckpt_path, map_location="cpu")
     train_cfg = OmegaConf.create(model.run_config)
-    if cfg.get("data_overrides"):
-        train_cfg.data = OmegaConf.merge(train_cfg.data, cfg.data_overrides)
+    overrides = {k: v for k, v in (cfg.get("data_overrides") or {}).items() if v is not None}
+    if overrides:
+        train_cfg.data = OmegaConf.merge(train_cfg.data, overrides)
+    try:  # before any data is read
+        check_task_targets(type(model), train_cfg.data.targets)
+    except ValueError as err:
+        raise ValueError(f"{ckpt_path}: {err} (check data_overrides)") from None
     train_cfg.evaluation = OmegaConf.merge(train_cfg.get("evaluation", {}), cfg.get("evaluation", {}))
-    dm = build_data(train_cfg)
+    dm = build_data(train_cfg, build_missing=False)  # evaluation never writes into a store
+    warn_if_cell_size_differs(model, dm)
     out_dir = Path(cfg.paths.output_dir)
     loggers = instantiate_group(cfg.get("logger"))
     try:
-        return run_evaluation(train_cfg, model, dm, out_dir, loggers)
+        with stop_on_sigterm("evaluation"):
+            return run_evaluation(train_cfg, model, dm, out_dir, loggers)
     finally:
         _finish_loggers(loggers)
+
+
+def warn_if_cell_size_differs(model, dm) -> None:
+    """A network learns on cells of one size (Mpc/h): on a store of another the same crop is another
+    volume, and velocities from density differ with the smoothing scale."""
+    trained = (model.run_config or {}).get("cell_size")
+    store = dm.open_store()
+    here = store.box_size / store.grid
+    if trained and abs(here / float(trained) - 1) > 1e-6:
+        log.warning(
+            "this checkpoint was trained on cells of %.4g Mpc/h but %s has cells of %.4g Mpc/h (box %g / %d): "
+            "the network sees another physical scale; expect worse results",
+            float(trained),
+            store.root,
+            here,
+            store.box_size,
+            store.grid,
+        )
 
 
 def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
@@ -245,6 +286,7 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
             linear_bias=float(settings.get("linear_bias", 1.0)),
             save_predictions=bool(settings.get("save_predictions", True)),
             halos=settings.get("halos"),
+            symmetrise=bool(settings.get("symmetrise", False)),
             **common,
         )
         figures = {}
@@ -259,7 +301,9 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
                     metrics["halos"], out_dir / "halo_clustering.png", title
                 )
         flat = {
-            f"test/{k}": v for k, v in _flat_metrics(metrics["summary"]).items() if k.endswith(("/T", "/r"))
+            f"test/{k}": v
+            for k, v in _flat_metrics(metrics["summary"]).items()
+            if k.endswith(("/T", "/r", "/error_power"))
         }
         if "halos" in metrics:
             flat.update(
@@ -314,16 +358,19 @@ def _console():
 def _print_summary(metrics: dict, out_dir: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{metrics['target']} reconstruction, r(k) and T(k) on the test boxes")
+    table = Table(
+        title=f"{metrics['target']} reconstruction on the test boxes: r(k), T(k) and the error power P_err/P_true"
+    )
     table.add_column("k [h/Mpc]")
     for label in ("unet", "linear"):
         table.add_column(f"r {label}")
         table.add_column(f"T {label}")
+        table.add_column(f"P_err/P_true {label}")
     for k in metrics["report_k"]:
         row = [f"{k:g}"]
         for label in ("unet", "linear"):
             entry = metrics["summary"][label]["vector"][f"{k:g}"]
-            row += [_fmt(entry["r"]), _fmt(entry["T"])]
+            row += [_fmt(entry["r"]), _fmt(entry["T"]), _fmt(entry.get("error_power"))]
         table.add_row(*row)
     _console().print(table)
     if "halos" in metrics:

@@ -44,6 +44,35 @@ def test_splits_are_by_simulation_disjoint_saved_and_reproducible(tiny_store):
         split_simulations(["a", "b"], {"train": 0.5, "val": 0.25, "test": 0.25}, 0)
 
 
+def test_grouped_splits_keep_a_box_together_and_ungrouped_splits_are_unchanged():
+    """Light cones of one particle-mesh run (a ``box``) all land in one part; without groups (or with one
+    simulation per group) the split is bit for bit the one made before groups existed."""
+    ids = [f"s{i}" for i in range(10)]
+    fractions = {"train": 0.8, "val": 0.1, "test": 0.1}
+    before = {"train": ["s0", "s1", "s2", "s4", "s5", "s6", "s7", "s9"], "val": ["s3"], "test": ["s8"]}
+    assert split_simulations(ids, fractions, 3) == before  # made by the split code before groups
+    assert split_simulations(ids, fractions, 3, groups=list(range(10))) == before
+    twelve = [f"s{i}" for i in range(12)]
+    assert split_simulations(twelve, {"train": 0.5, "val": 0.25, "test": 0.25}, 0) == {
+        "train": ["s2", "s4", "s5", "s7", "s9", "s11"],
+        "val": ["s0", "s3", "s6"],
+        "test": ["s1", "s8", "s10"],
+    }
+    cones = [f"b{b}_c{k}" for b in range(8) for k in range(6)]
+    boxes = [b for b in range(8) for _ in range(6)]
+    splits = split_simulations(cones, {"train": 0.75, "val": 0.125, "test": 0.125}, 0, groups=boxes)
+    assert sorted(c for members in splits.values() for c in members) == sorted(cones)
+    assert [len(splits[p]) for p in ("train", "val", "test")] == [36, 6, 6]
+    part_of_box = {}
+    for part, members in splits.items():
+        for cone in members:
+            assert part_of_box.setdefault(cone.split("_")[0], part) == part  # a box never straddles parts
+    by_box = split_simulations([f"b{b}" for b in range(8)], {"train": 0.75, "val": 0.125, "test": 0.125}, 0)
+    assert {p: sorted({c.split("_")[0] for c in m}) for p, m in splits.items()} == by_box
+    with pytest.raises(ValueError, match="counting groups: 2 boxes"):
+        split_simulations(cones[:12], {"train": 0.5, "val": 0.25, "test": 0.25}, 0, groups=boxes[:12])
+
+
 def test_items_are_padded_input_and_unpadded_target_cut_periodically(tiny_store):
     dm = _dm(tiny_store, augment=False)
     item = dm.val_set[5]

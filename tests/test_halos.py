@@ -147,6 +147,71 @@ def test_catalogue_fields_are_the_painted_haloes():
         )
 
 
+def test_halo_mass_weights_integrate_to_the_cells_and_weight_the_halo_velocity():
+    """halo_mass[_rsd]: CIC halo mass over its box mean; sum = N^3, zero where no halo's cloud reaches, and
+    the halo velocity averaged with these weights is the mass-weighted velocity of the haloes."""
+    rng = np.random.default_rng(5)
+    cat, grid, a_h = _catalogue(rng), 16, 60.0
+    bins = parse_mass_bins([[1e13, 1e14], [1e14, None]])
+    names = ["halo_mass", "halo_mass_rsd", "halo_velocity", "halo_velocity_rsd"]
+    fields, attrs = catalogue_fields(
+        cat, bins, names, grid=grid, box_size=BOX, a_h=a_h, a_h_f=30.0, los_axis=2
+    )
+    keep = cat.masses >= 1e13
+    m, v = cat.masses[keep], cat.velocities[keep].astype(np.float64)
+    expected_v = (m[:, None] * v).sum(0) / m.sum()
+    pos, vel = torch.from_numpy(cat.positions[keep]), torch.from_numpy(cat.velocities[keep])
+    for space, positions in (("", pos), ("_rsd", redshift_space_positions(pos, vel, a_h, BOX, 2))):
+        w = fields[f"halo_mass{space}"]
+        assert w.shape == (1, grid, grid, grid) and w.dtype == np.float32
+        assert float(w.astype(np.float64).sum()) == pytest.approx(grid**3, rel=1e-5)  # mean 1
+        touched = cic_paint(positions, grid, BOX).numpy() > 0  # cells some halo's CIC cloud reaches
+        assert (w[0][~touched] == 0).all() and (w[0][touched] > 0).all()
+        assert (~touched).mean() > 0.5  # most cells hold no halo: the zeros are tested
+        mass = cic_paint(positions, grid, BOX, torch.from_numpy(m).float()).numpy()
+        np.testing.assert_allclose(w[0], mass / (m.sum() / grid**3), rtol=1e-5, atol=1e-6)
+        assert attrs[f"halo_mass{space}"]["mean_mass_per_cell"] == pytest.approx(m.sum() / grid**3)
+        velocity = fields[f"halo_velocity{space}"].astype(np.float64)
+        weighted = (w.astype(np.float64) * velocity).sum(axis=(1, 2, 3)) / w.astype(np.float64).sum()
+        np.testing.assert_allclose(weighted, expected_v, rtol=1e-4, atol=1e-3)
+    assert not np.array_equal(fields["halo_mass"], fields["halo_mass_rsd"])
+    empty, attrs = catalogue_fields(
+        cat,
+        parse_mass_bins([[1e16, None]]),
+        ["halo_mass_rsd"],
+        grid=8,
+        box_size=BOX,
+        a_h=a_h,
+        a_h_f=30.0,
+        los_axis=2,
+        allow_empty=True,
+    )
+    assert empty["halo_mass_rsd"].shape == (1, 8, 8, 8) and not empty["halo_mass_rsd"].any()
+
+
+def test_halo_mass_is_a_scalar_mock_field(tmp_path):
+    """fields: [..., halo_mass_rsd] in a PM mock store: a scalar redshift-space field of mean 1."""
+    from lss_lightning.data.store import field_spec
+
+    spec = field_spec("halo_mass_rsd", 2)
+    assert (spec.kind, spec.channels, spec.space, spec.los_axis) == ("scalar", 1, "redshift", 2)
+    assert field_spec("halo_mass").space == "real"
+    cfg = MockConfig(
+        store=str(tmp_path / "s"),
+        n_sims=1,
+        grid=16,
+        particles=32,
+        box_size=62.5,
+        mass_bins=[[1.3e13, None]],
+        fields=["halo_mass_rsd", "halo_velocity_rsd"],
+        device="cpu",
+    )
+    store = generate_store(cfg, progress=False)
+    w = store.read(store.simulation_ids[0], "halo_mass_rsd")
+    assert store.fields["halo_mass_rsd"].kind == "scalar" and w.shape == (1, 16, 16, 16)
+    assert float(w.astype(np.float64).mean()) == pytest.approx(1.0, rel=1e-5) and (w == 0).any()
+
+
 def test_empty_cells_of_sparse_haloes_hold_averages_of_their_velocities():
     """A filled cell is a mass-weighted mean of halo velocities, so no component leaves their range.
 

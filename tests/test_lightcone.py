@@ -222,3 +222,135 @@ def test_hwang2022_trains_and_evaluates_on_light_cone_histograms(tiny_cones, tmp
     assert list(composed.data.inputs) == ["lightcone"] and composed.data.generate.lightcone.z == [0.3, 0.8]
     metrics = train(composed)
     assert {"test/Omega_m/rmse", "test/w0/rmse", "test/n_s/rmse"} <= set(metrics)
+
+
+def _random_snapshots(settings, box, n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            float(z),
+            _catalogue(
+                rng.uniform(0, box, (n, 3)), rng.normal(0, 300, (n, 3)), masses=rng.uniform(1e13, 1e15, n)
+            ),
+        )
+        for z in settings.snapshot_redshifts()
+    ]
+
+
+def test_cones_of_one_box_along_the_six_axes_do_not_overlap():
+    """Six cones from one observer (+x, -x, +y, -y, +z, -z): no (halo, replica) is placed on two of them, and
+    the tiled-space positions they hold are disjoint; each still holds the box's haloes (the correlation)."""
+    box, cosmo = 150.0, Cosmology()
+    settings = LightconeSettings(
+        z=(0.1, 0.3), snapshots=2, margin=0.02, observer=(10.0, 20.0, 30.0), cones_per_box=6
+    )
+    assert settings.directions == ("+x", "-x", "+y", "-y", "+z", "-z")
+    catalogues = _random_snapshots(settings, box)
+    seen, places = {}, []
+    for direction in settings.directions:
+        cone = place_on_lightcone(catalogues, cosmo, box, settings, direction)
+        keys = {
+            (int(s), *map(int, r), int(i))
+            for s, r, i in zip(cone.snapshot, cone.replica, cone.index, strict=True)
+        }
+        assert len(keys) == len(cone) > 500
+        for other, other_keys in seen.items():
+            assert not keys & other_keys, f"{direction} and {other} share placements"
+        seen[direction] = keys
+        # absolute positions in the tiled space: the catalogue position plus the replica's shift
+        positions = np.stack(
+            [
+                catalogues[settings.snapshots - 1 - s][1].positions[i]
+                for s, i in zip(cone.snapshot, cone.index, strict=True)
+            ]
+        )
+        places.append(np.round(positions + box * cone.replica, 3))
+        assert len(np.unique(cone.index)) > 0.5 * 400  # most of the box's haloes reappear in every cone
+    every = np.concatenate(places)
+    assert len(np.unique(every, axis=0)) == len(every)
+    with pytest.raises(ValueError, match="cannot overlap"):
+        LightconeSettings(ra=(-40, 40), dec=(-40, 40), cones_per_box=2)
+    with pytest.raises(ValueError, match=r"cones_per_box must be 1\.\.6"):
+        LightconeSettings(cones_per_box=7)
+
+
+@pytest.mark.parametrize("direction", ["-x", "+y", "-y", "+z", "-z"])
+def test_rotated_cone_of_rotated_catalogue_equals_the_plus_x_cone(direction):
+    """The cone along d of a catalogue is the +x cone of the catalogue rotated by R_d (positions wrapped into
+    the box, velocities rotated, observer rotated): same haloes, angles, distances and observed redshifts."""
+    from lss_lightning.mocks.lightcone import rotation
+
+    box, cosmo = 150.0, Cosmology(Omega_m=0.28, w0=-0.9)
+    observer = np.array([10.0, 20.0, 30.0])
+    settings = LightconeSettings(z=(0.1, 0.3), snapshots=2, margin=0.02, observer=tuple(observer))
+    catalogues = _random_snapshots(settings, box, seed=1)
+    r = rotation(direction)
+    rotated = [
+        (
+            z,
+            _catalogue(
+                np.mod(c.positions.astype(float) @ r.T, box), c.velocities.astype(float) @ r.T, c.masses
+            ),
+        )
+        for z, c in catalogues
+    ]
+    along = place_on_lightcone(catalogues, cosmo, box, settings, direction)
+    moved = LightconeSettings(
+        z=(0.1, 0.3), snapshots=2, margin=0.02, observer=tuple(np.mod(r @ observer, box))
+    )
+    plus_x = place_on_lightcone(rotated, cosmo, box, moved)
+    assert len(along) == len(plus_x) > 500
+
+    def ordered(cone):
+        order = np.lexsort((cone.chi, cone.index, cone.snapshot))
+        return np.stack([cone.ra, cone.dec, cone.chi, cone.z_obs, cone.mass], 1)[order]
+
+    np.testing.assert_allclose(ordered(along), ordered(plus_x), rtol=1e-6, atol=1e-4)
+    default = place_on_lightcone(catalogues, cosmo, box, settings)  # +x stays the default
+    np.testing.assert_array_equal(
+        default.ra, place_on_lightcone(catalogues, cosmo, box, settings, np.eye(3)).ra
+    )
+
+
+def test_store_with_several_cones_per_box_records_them_and_splits_by_box(tmp_path):
+    """cones_per_box = 3: n_sims boxes give 3 entries each (box, observer, direction recorded), each box runs
+    once for its cones and they equal the cone made alone; a grouped split keeps a box's cones together."""
+    from lss_lightning.data.modules import load_or_make_splits
+    from lss_lightning.mocks.generate import design, simulate
+
+    common = dict(
+        grid=8,
+        particles=16,
+        box_size=128.0,
+        power="eh",
+        design="latin_hypercube",
+        prior="hwang_sabiu_w0wa",
+        pm={"steps": 2},
+        fof={"min_particles": 3},
+        fields=["lightcone"],
+        device="cpu",
+    )
+    cone = {"z": [0.05, 0.15], "snapshots": 1}
+    single = MockConfig(store=str(tmp_path / "one"), n_sims=4, lightcone=cone, **common)
+    assert all(set(s) == {"id", "file", "seed", "params"} for s in design(single))  # unchanged entries
+    cfg = MockConfig(
+        store=str(tmp_path / "three"), n_sims=4, lightcone={**cone, "cones_per_box": 3}, **common
+    )
+    sims = design(cfg)
+    assert [s["id"] for s in sims[:4]] == ["sim_00000_c0", "sim_00000_c1", "sim_00000_c2", "sim_00001_c0"]
+    assert [(s["box"], s["direction"]) for s in sims[:3]] == [(0, "+x"), (0, "-x"), (0, "+y")]
+    assert [s["seed"] for s in sims[::3]] == [s["seed"] for s in design(single)]
+    assert sims[0]["observer"] == [0.0, 0.0, 0.0] and sims[0]["params"] == sims[2]["params"]
+    store = generate_store(cfg, progress=False)
+    assert store.simulation_ids == [s["id"] for s in sims] and not store.missing()
+    cones = [store.read(s, "lightcone") for s in store.simulation_ids[:3]]
+    assert all(c.sum() > 0 for c in cones) and not np.array_equal(cones[0], cones[1])
+    np.testing.assert_array_equal(simulate(cfg, sims[1]).fields["lightcone"], cones[1])
+    splits = load_or_make_splits(store, {"train": 0.5, "val": 0.25, "test": 0.25}, 0)
+    boxes = {p: {store.simulation(s)["box"] for s in members} for p, members in splits.items()}
+    assert [len(splits[p]) for p in ("train", "val", "test")] == [6, 3, 3]
+    assert (
+        not (boxes["train"] & boxes["val"])
+        and not (boxes["train"] & boxes["test"])
+        and not (boxes["val"] & boxes["test"])
+    )

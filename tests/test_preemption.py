@@ -114,7 +114,9 @@ def test_last_means_the_newest_checkpoint_of_the_run(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     paths = [tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_2.ckpt"]
     for age, path in enumerate(paths):
-        torch.save({"global_step": age}, path)  # whole checkpoints (damaged ones are skipped: test_reliability)
+        torch.save(
+            {"global_step": age}, path
+        )  # whole checkpoints (damaged ones are skipped: test_reliability)
         os.utime(path, ns=(time.time_ns(), time.time_ns() - (2 - age) * 10**9))
     assert checkpoints.resolve_checkpoint("last", tmp_path) == paths[-1]
     assert checkpoints.resolve_checkpoint(str(tmp_path), tmp_path / "elsewhere") == paths[-1]

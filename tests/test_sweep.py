@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import yaml
 from run_configs import run_train_py, tiny_training
@@ -38,3 +39,7 @@ def test_two_trial_optuna_sweep_records_its_best_validation_loss(tiny_store, tmp
     assert result["best_value"] == min(trial_losses)
     lrs = {yaml.safe_load((sweep / str(n) / ".hydra" / "overrides.yaml").read_text())[0] for n in (0, 1)}
     assert len(lrs) == 2  # two different trials
+    # every finished trial is also recorded as it finishes (what is left if a sweep is stopped half way)
+    trials = [json.loads(line) for line in (sweep / "trials.jsonl").read_text().splitlines()]
+    assert sorted(t["trial"] for t in trials) == [0, 1] and {t["status"] for t in trials} == {"completed"}
+    assert sorted(t["value"] for t in trials) == sorted(trial_losses)

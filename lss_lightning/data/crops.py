@@ -87,6 +87,13 @@ class Symmetry:
         parity = sum(1 for i, j in itertools.combinations(range(3), 2) if self.perm[i] > self.perm[j]) % 2
         return (-1) ** (parity + sum(self.flips))
 
+    def inverse(self) -> Symmetry:
+        """The symmetry that undoes this one: apply_symmetry(apply_symmetry(f, k, s), k, s.inverse()) == f."""
+        perm, flips = [0, 0, 0], [False, False, False]
+        for j, p in enumerate(self.perm):  # R^-1 = R^T: new axis p comes from old axis j, flipped as j was
+            perm[p], flips[p] = j, self.flips[j]
+        return Symmetry(tuple(perm), tuple(flips))
+
     def matrix(self) -> np.ndarray:
         """R with x' = R x (so f'(x') = R f(x))."""
         r = np.zeros((3, 3))

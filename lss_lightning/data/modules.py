@@ -43,11 +43,29 @@ log = logging.getLogger(__name__)
 
 
 # -- splits ----------------------------------------------------------------------------------------
-def split_simulations(ids: Sequence[str], fractions: Mapping[str, float], seed: int) -> dict[str, list[str]]:
+def split_simulations(
+    ids: Sequence[str],
+    fractions: Mapping[str, float],
+    seed: int,
+    groups: Sequence | None = None,
+) -> dict[str, list[str]]:
     """Shuffle simulation ids with ``seed`` and cut them into train/val/test by ``fractions``.
 
-    Every part with a positive fraction gets at least one simulation.
+    Every part with a positive fraction gets at least one simulation. With ``groups`` (one key per id,
+    e.g. the ``box`` of light cones cut from one particle-mesh run) the groups, in order of first
+    appearance, are shuffled and cut instead, and every id goes where its group went: correlated entries
+    never straddle train and test. Without groups the split is exactly the ungrouped one.
     """
+    if groups is not None:
+        if len(groups) != len(ids):
+            raise ValueError(f"{len(groups)} group keys for {len(ids)} simulations")
+        keys = list(dict.fromkeys(groups))
+        try:
+            by_group = split_simulations(list(range(len(keys))), fractions, seed)
+        except ValueError as err:
+            raise ValueError(f"{err} (counting groups: {len(keys)} boxes)") from None
+        part_of = {keys[g]: part for part, members in by_group.items() for g in members}
+        return {p: [i for i, g in zip(ids, groups, strict=True) if part_of[g] == p] for p in by_group}
     parts = ("train", "val", "test")
     frac = np.array([float(fractions.get(p, 0.0)) for p in parts])
     if (frac < 0).any() or frac.sum() <= 0:
@@ -68,16 +86,26 @@ def split_simulations(ids: Sequence[str], fractions: Mapping[str, float], seed: 
 
 
 def load_or_make_splits(store: FieldStore, fractions: Mapping[str, float], seed: int) -> dict[str, list[str]]:
-    """The saved split for (fractions, seed) if the store has one, else a new one saved beside the manifest."""
+    """The saved split for (fractions, seed) if the store has one, else a new one saved beside the manifest.
+
+    Simulations whose manifest entries carry a ``box`` (several light cones of one particle-mesh run) are
+    split by box, so all cones of a box land in one part; other stores split by simulation.
+    """
     key = "train{train}-val{val}-test{test}-seed{seed}".format(
         seed=seed, **{p: float(fractions.get(p, 0.0)) for p in ("train", "val", "test")}
     )
+    boxes = [store.simulation(s).get("box") for s in store.simulation_ids]
+    groups = None
+    if any(b is not None for b in boxes):
+        if any(b is None for b in boxes):
+            raise StoreError(f"{store.root}: some manifest entries name their box and others do not")
+        groups, key = boxes, key + "-by-box"
     saved = store.load_splits() or {}
     if key in saved and sorted(s for part in saved[key].values() for s in part) == sorted(
         store.simulation_ids
     ):
         return saved[key]
-    splits = split_simulations(store.simulation_ids, fractions, seed)
+    splits = split_simulations(store.simulation_ids, fractions, seed, groups)
     saved[key] = splits
     store.save_splits(saved)
     return splits
@@ -92,6 +120,19 @@ class CropGeometry:
     @property
     def input_size(self) -> int:
         return self.crop + 2 * self.pad
+
+
+def lightcone_geometry_problem(axes: set[str], grid: int, geometry: CropGeometry, where) -> str | None:
+    """Why crops of fields with these ``axes`` cannot be cut as ``geometry`` asks, or None. A light-cone
+    histogram is not periodic: the network sees all of it, at its own place (checked by preflight from the
+    settings, before a store is built, and by the data module on the store it opens)."""
+    if "ra,dec,z" not in axes or (geometry.pad == 0 and geometry.crop == grid):
+        return None
+    return (
+        f"{where} holds light-cone histograms (axes RA, DEC, z), which are not periodic: the network takes "
+        f"the whole {grid}^3 histogram (data.crop={geometry.crop}, data.pad={geometry.pad} asked for "
+        f"another cut); set data.crop={grid} data.pad=0"
+    )
 
 
 class FieldCropDataset(Dataset):
@@ -118,8 +159,10 @@ class FieldCropDataset(Dataset):
         symmetries: Sequence | None = None,
         chunk_cache_mb: float = 256.0,
         seed: int = 0,
+        weights: FieldLayout | None = None,
     ):
         self.root = Path(store_root)
+        self.weights = weights  # a scalar field cut like the target: per-cell loss weights
         self.seed = int(seed)
         self.sim_ids = list(sim_ids)
         self.inputs, self.targets = list(inputs), list(targets)
@@ -202,13 +245,16 @@ class FieldCropDataset(Dataset):
             target = torch.from_numpy(self.parameters[sim])
         else:
             target = torch.from_numpy(self._read(sim, self.targets, corner, 0, sym))
-        return {
+        item = {
             "input": torch.from_numpy(self._read(sim, self.inputs, corner, self.geometry.pad, sym)),
             "target": target,
             "sim": torch.tensor(sim),
             "corner": torch.from_numpy(corner.astype(np.int64)),
             "index": torch.tensor(index),
         }
+        if self.weights is not None:
+            item["weight"] = torch.from_numpy(self._read(sim, [self.weights], corner, 0, sym))
+        return item
 
 
 def _integers(rng: np.random.Generator | None, high: int, size: int) -> np.ndarray:
@@ -236,7 +282,9 @@ class FieldCropDataModule(L.LightningDataModule):
     stats_sims: how many training simulations the normalisation statistics are computed from;
     chunk_cache_mb: per-process budget of decoded HDF5 chunks (see ``data.chunks``); seed: of the
     epoch order and the crop draws (must be the same on every rank; None: 0); convert: the Quijote
-    converter settings that build this store (only quoted in the error when the store is absent).
+    converter settings that build this store (only quoted in the error when the store is absent);
+    loss_weight: a stored scalar field cut like the target and given to the task as per-cell loss
+    weights (batch key ``weight``), e.g. ``halo_mass_rsd`` for a loss that sees the haloes.
     Under DDP each rank reads its own share of every epoch (``data.sampling``), so the trainer needs
     ``use_distributed_sampler=False``.
     """
@@ -261,6 +309,7 @@ class FieldCropDataModule(L.LightningDataModule):
         chunk_cache_mb: float = 256.0,
         seed: int | None = 0,
         convert: Mapping | None = None,
+        loss_weight: str | None = None,
     ):
         super().__init__()
         if crop < 1 or pad < 0:
@@ -280,6 +329,7 @@ class FieldCropDataModule(L.LightningDataModule):
         self.chunk_cache_mb = chunk_cache_mb
         self.seed = int(seed or 0)
         self.convert = dict(convert) if convert else None
+        self.loss_weight = str(loss_weight) if loss_weight else None
         self.store: FieldStore | None = None
         self.statistics: dict[str, tuple[float, float]] = {}
         self.parameter_names  # noqa: B018 (raises now, before any data is read, on a mix of fields and parameters)
@@ -304,18 +354,34 @@ class FieldCropDataModule(L.LightningDataModule):
         from lss_lightning.mocks.generate import MockConfig, generate_store, generator_settings
 
         cfg = MockConfig(**{**self.generate, "store": str(self.store_root)})
-        if self.store_ready():
-            built = FieldStore(self.store_root).manifest.get("generator", {})
+        if (self.store_root / "manifest.json").exists():
+            store = FieldStore(self.store_root)
+            built = store.manifest.get("generator", {})
             differ = sorted(k for k, v in generator_settings(cfg).items() if built.get(k) != v)
-            if differ:
-                log.warning(
-                    "%s was built with other mock settings than data.generate (%s); it is used as it is. "
-                    "Delete it to rebuild it, or give data.store another path",
-                    self.store_root,
-                    ", ".join(differ),
+            missing = store.missing()
+            if missing and differ:
+                raise StoreError(
+                    f"{self.store_root}: simulations {missing[:5]} are missing or damaged, and the store was built "
+                    f"with other mock settings than data.generate ({', '.join(differ)}), so this run cannot remake "
+                    "them: rerun `python -m lss_lightning.mocks` with the store's own settings (its manifest's "
+                    "'generator' block), or delete the store to rebuild it from data.generate"
                 )
-            return
-        log.info("field store %s is absent or incomplete: generating what is missing", self.store_root)
+            if not missing:
+                if differ:
+                    log.warning(
+                        "%s was built with other mock settings than data.generate (%s); it is used as it is. "
+                        "Delete it to rebuild it, or give data.store another path",
+                        self.store_root,
+                        ", ".join(differ),
+                    )
+                return
+            log.info(
+                "field store %s: %d simulations missing or damaged, regenerating them",
+                self.store_root,
+                len(missing),
+            )
+        else:
+            log.info("field store %s is absent: generating it", self.store_root)
         generate_store(cfg)
 
     def store_ready(self) -> bool:
@@ -329,7 +395,13 @@ class FieldCropDataModule(L.LightningDataModule):
         """The validated store (opened once), with the train/val/test split loaded or made."""
         if self.store is None:
             store = FieldStore(self.store_root)
-            store.require_fields(self.input_names + self.target_field_names)
+            store.require_fields(self.input_names + self.target_field_names + self.weight_names)
+            for name in self.weight_names:
+                if store.fields[name].kind != "scalar":
+                    raise StoreError(
+                        f"data.loss_weight={name!r} is a {store.fields[name].kind} field of {store.root}; "
+                        "loss weights are one scalar per cell (e.g. halo_mass_rsd)"
+                    )
             self._check_lightcone_geometry(store)
             self.check_crop_fits(store.grid)
             self._check_parameters_vary(store)
@@ -348,14 +420,9 @@ class FieldCropDataModule(L.LightningDataModule):
         return {store.fields[n].axes for n in self.input_names + self.target_field_names}
 
     def _check_lightcone_geometry(self, store: FieldStore) -> None:
-        """A light-cone histogram is not periodic: the network sees all of it, at its own place."""
-        if "ra,dec,z" not in self._sample_axes(store):
-            return
-        if self.geometry.pad != 0 or self.geometry.crop != store.grid:
-            raise StoreError(
-                f"{store.root} holds light-cone histograms (axes RA, DEC, z), which are not periodic: the network "
-                f"takes the whole {store.grid}^3 histogram; set data.crop={store.grid} data.pad=0"
-            )
+        problem = lightcone_geometry_problem(self._sample_axes(store), store.grid, self.geometry, store.root)
+        if problem:
+            raise StoreError(problem)
 
     @property
     def lightcone(self) -> bool:
@@ -404,6 +471,11 @@ class FieldCropDataModule(L.LightningDataModule):
     def target_field_names(self) -> list[str]:
         return [] if self.parameter_names else self.target_names
 
+    @property
+    def weight_names(self) -> list[str]:
+        """The loss-weight field, if any (field targets only)."""
+        return [self.loss_weight] if self.loss_weight and not self.parameter_names else []
+
     def parameter_table(self, sim_ids: Sequence[str]) -> np.ndarray:
         """(n_sims, n_params) parameter targets of ``sim_ids`` from the manifest."""
         store = self.open_store()
@@ -451,6 +523,7 @@ class FieldCropDataModule(L.LightningDataModule):
             "geometry": self.geometry,
             "chunk_cache_mb": self.chunk_cache_mb,
             "seed": self.seed,
+            "weights": self.layouts(self.weight_names)[0] if self.weight_names else None,
         }
         val_sims = self.splits["val"] or self.splits["train"][:1]
         params = self.target_kind == "parameters"
@@ -555,4 +628,11 @@ def _slabs(store: FieldStore, sims: Sequence[str], name: str, slab: int = 32):
         with store.open(sim) as f:
             ds = f["fields/" + name]
             for start in range(0, ds.shape[1], slab):
-                yield ds[:, start : start + slab]
+                block = ds[:, start : start + slab]
+                if not np.isfinite(block).all():
+                    raise StoreError(
+                        f"{store.path(sim)}: field {name!r} of simulation {sim} holds NaN or inf (found while "
+                        "computing the normalisation statistics); the file is damaged: delete it and rerun the "
+                        "generator or converter, which rewrites only what is missing"
+                    )
+                yield block

@@ -6,7 +6,11 @@ Haloes are taken where the reconstruction sees them: at their redshift-space pos
 reconstructed velocity field (U-net, linear theory) is read there with CIC, the project's grid convention
 (``fields.mesh.cic_readout``), and compared with the halo's own velocity from the catalogue:
 - per mass bin: rms and mean (bias) of the line-of-sight residual, rms of the 3D residual |v_rec - v|, the
-  rms of the true line-of-sight velocity for scale, and the correlation of reconstructed and true v_los;
+  rms of the true line-of-sight velocity for scale, the correlation of reconstructed and true v_los, and the
+  mean residual of each component (``bias_xyz``, km/s, axes x, y, z). A bias in all three components points
+  at the reconstruction not respecting the cube symmetries (a network that learnt them only approximately
+  from augmentation) or at a spatial misalignment; a bias along the line of sight alone at something
+  redshift-space specific (the shift s = x + v_los / (a H), the flip of the line-of-sight axis);
 - the halo 2PCF xi(s, mu) and its multipoles (``evaluate.clustering``) in real space, in redshift space,
   and after moving each halo back by the reconstructed line-of-sight velocity, s - v_rec,los / (a H).
   Counts are summed over the test boxes, so xi is that of the combined volume.
@@ -51,8 +55,9 @@ class HaloVelocityEvaluation:
         self.box_size, self.los_axis, self.redshift_space = float(box_size), int(los_axis), redshift_space
         self.s_edges = default_s_edges(box_size) if s_edges is None else np.asarray(s_edges, float)
         self.n_mu = int(n_mu)
-        # per label and bin: [count, sum dv_los, sum dv_los^2, sum |dv|^2, sum v_los^2, sum v_rec_los^2, sum v v_rec]
-        self._sums = {label: np.zeros((len(self.bins), 7)) for label in self.labels}
+        # per label and bin: [count, sum dv_los, sum dv_los^2, sum |dv|^2, sum v_los^2, sum v_rec_los^2,
+        # sum v v_rec (los), sum dv_x, sum dv_y, sum dv_z]
+        self._sums = {label: np.zeros((len(self.bins), 10)) for label in self.labels}
         self.correlations: dict[str, CorrelationSMu] = {}
 
     def add(
@@ -99,6 +104,7 @@ class HaloVelocityEvaluation:
                 (v[sel, los] ** 2).sum(),
                 (v_rec[sel, los] ** 2).sum(),
                 (v[sel, los] * v_rec[sel, los]).sum(),
+                *dv[sel].sum(axis=0),
             ]
 
     def summary(self) -> dict:
@@ -106,7 +112,7 @@ class HaloVelocityEvaluation:
         velocities = {}
         for label, sums in self._sums.items():
             rows = {}
-            for b, (n, d, d2, d3, t2, r2, tr) in zip(self.bins, sums, strict=True):
+            for b, (n, d, d2, d3, t2, r2, tr, *d_xyz) in zip(self.bins, sums, strict=True):
                 if n == 0:
                     rows[b.describe()] = {"n_halos": 0}
                     continue
@@ -117,6 +123,7 @@ class HaloVelocityEvaluation:
                     "rms_3d": float(np.sqrt(d3 / n)),
                     "true_los_rms": float(np.sqrt(t2 / n)),
                     "los_correlation": float(tr / np.sqrt(t2 * r2)) if t2 > 0 and r2 > 0 else None,
+                    "bias_xyz": [float(x / n) for x in d_xyz],
                 }
             velocities[label] = rows
         clustering = {}

@@ -28,7 +28,6 @@ checkpoint) and evaluation samples per second.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 
 from lss_lightning.data.crops import tile_batches, tile_corners
-from lss_lightning.data.store import FieldStore
+from lss_lightning.data.store import FieldStore, write_json_atomic
 from lss_lightning.evaluate.calibration import LEVELS, calibration_report, gaussian_coverage
 
 
@@ -264,7 +263,7 @@ def evaluate_inference(
         metrics["attention_map"] = str(
             plot_attention(model, store, sim_ids[0], input_names, crop, out_dir / "attention.png")
         )
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json_atomic(out_dir / "metrics.json", metrics)  # whole or absent (a kill mid-write)
     return metrics
 
 
@@ -336,7 +335,7 @@ def evaluate_fiducial(
         if boxes["std"] is not None:
             entry["mean_sigma"] = float(boxes["std"][:, j].mean())
         out["parameters"][name] = entry
-    (out_dir / "fiducial.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_json_atomic(out_dir / "fiducial.json", out)
     plot_fiducial(boxes["mean"], boxes["truth"][0], names, out_dir / "fiducial.png")
     return out
 

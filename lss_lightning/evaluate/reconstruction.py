@@ -13,7 +13,6 @@ out: prediction, baseline and truth share the CIC grid.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lss_lightning.data.crops import stitch, tile_batches
-from lss_lightning.data.store import FieldStore, SimulationProducts, build_manifest, fill_store
+from lss_lightning.data.crops import Symmetry, apply_symmetry, cube_symmetries, stitch, tile_batches
+from lss_lightning.data.store import (
+    FieldStore,
+    SimulationProducts,
+    build_manifest,
+    fill_store,
+    write_json_atomic,
+)
 from lss_lightning.evaluate.halos import HaloVelocityEvaluation, quadrupole_residual
 from lss_lightning.fields.catalogue import parse_mass_bins
 from lss_lightning.fields.spectra import CrossStatistics, cross_statistics
@@ -34,8 +39,41 @@ REPORT_K = (0.1, 0.3, 0.5, 1.0)  # h/Mpc at which metrics.json tabulates T and r
 
 
 @torch.no_grad()
-def predict_box(model, inputs: np.ndarray, crop: int, pad: int, batch_size: int = 8) -> np.ndarray:
-    """Predict a whole periodic box (C_out, N, N, N) from its inputs (C_in, N, N, N) by tiling."""
+def predict_box(
+    model,
+    inputs: np.ndarray,
+    crop: int,
+    pad: int,
+    batch_size: int = 8,
+    *,
+    kinds: Sequence[tuple[str, int]] | None = None,
+    symmetries: Sequence[Symmetry] | None = None,
+) -> np.ndarray:
+    """Predict a whole periodic box (C_out, N, N, N) from its inputs (C_in, N, N, N) by tiling.
+
+    With ``symmetries`` (e.g. the 16 cube symmetries that keep the line of sight) the prediction of a vector
+    is the group average (1/|G|) sum_g g^-1 f(g x), exactly equivariant: a network that learnt the symmetry
+    only approximately (from augmentation) cannot leave a fixed-direction velocity where its inputs peak.
+    ``kinds`` gives (kind, channels) of each input field in channel order, to transform the inputs.
+    """
+    if symmetries:
+        if kinds is None or sum(c for _, c in kinds) != inputs.shape[0]:
+            raise ValueError(
+                f"symmetrised prediction needs the (kind, channels) of all {inputs.shape[0]} input channels"
+            )
+        edges = np.cumsum([0, *(c for _, c in kinds)])
+        total = None
+        for sym in symmetries:
+            moved = np.concatenate(
+                [
+                    apply_symmetry(inputs[a:b], k, sym)
+                    for (k, _), a, b in zip(kinds, edges[:-1], edges[1:], strict=True)
+                ]
+            )
+            pred = predict_box(model, np.ascontiguousarray(moved), crop, pad, batch_size)
+            back = apply_symmetry(pred, "vector", sym.inverse()).astype(np.float64)
+            total = back if total is None else total + back
+        return (total / len(symmetries)).astype(np.float32)
     device = next(model.parameters()).device
     corners, tiles = [], []
     for chunk, batch in tile_batches(inputs, crop, pad, batch_size):
@@ -111,12 +149,14 @@ def evaluate_reconstruction(
     save_predictions: bool = True,
     halos: Mapping | None = None,
     progress: bool = True,
+    symmetrise: bool = False,
 ) -> dict:
     """Predict the boxes of ``sim_ids``, compare with truth and linear theory, write metrics.json and
     (optionally) a field store of predictions under ``out_dir``; returns the metrics dict.
 
     halos: the halo-level evaluation settings (``evaluate.halos``: mass_bins, s_edges, n_mu; enabled:
-    true / false / auto = when the store holds halo catalogues)."""
+    true / false / auto = when the store holds halo catalogues). symmetrise: average each prediction over the
+    cube symmetries the data admit (16 keeping the line of sight in redshift space, else 48), see ``predict_box``."""
     from rich.progress import track
 
     out_dir = Path(out_dir)
@@ -134,6 +174,9 @@ def evaluate_reconstruction(
     matter = "density_rsd" if store.fields[target].space == "redshift" else "density"
     matter = matter if matter in store.fields else None
     model.eval()
+    kinds = [(store.fields[n].kind, store.fields[n].channels) for n in input_names]
+    redshift_space = any(store.fields[n].space == "redshift" for n in [*input_names, target])
+    symmetries = cube_symmetries(store.los_axis if redshift_space else None) if symmetrise else None
     halo_eval = _halo_evaluation(store, target, halos or {})
     sums = {"unet": SpectraSums(), "linear": SpectraSums()}
     predictions: dict[str, dict[str, np.ndarray]] = {}
@@ -142,7 +185,9 @@ def evaluate_reconstruction(
         fields = {n: store.read(sim, n) for n in {*input_names, target, matter} - {None}}  # each read once
         inputs = np.concatenate([fields[n] for n in input_names])
         truth = torch.from_numpy(fields[target])
-        pred = torch.from_numpy(predict_box(model, inputs, crop, pad, batch_size))
+        pred = torch.from_numpy(
+            predict_box(model, inputs, crop, pad, batch_size, kinds=kinds, symmetries=symmetries)
+        )
         cosmo, z = store.cosmology(sim), store.redshift
         delta_in = torch.from_numpy(fields[density_name])
         if linear_name is not None:
@@ -193,7 +238,7 @@ def evaluate_reconstruction(
         metrics["halos"]["quadrupole_residual"] = {
             label: quadrupole_residual(metrics["halos"], label) for label in ("unet", "linear")
         }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json_atomic(out_dir / "metrics.json", metrics)  # whole or absent (a kill mid-write)
     if save_predictions:
         write_predictions(out_dir / "predictions", store, predictions, target)
     metrics["_sums"] = sums

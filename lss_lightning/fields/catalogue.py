@@ -8,6 +8,11 @@ v_los / (a H) along the line of sight first):
 - ``halo_velocity``: the mass-weighted velocity sum(M v) / sum(M) in km/s of the haloes in any bin.
   Most cells hold no halo: they get the rule of ``fields.particles.mass_weighted_velocity`` (the same
   ratio after Gaussian smoothing with R = dx, 2 dx, ... until filled); ``empty_fraction`` records how many.
+- ``halo_mass``: the CIC-painted mass of the haloes in any bin (the same haloes, painting and redshift-space
+  shift as ``halo_velocity``) divided by its box mean, sum(M W) / (sum(M) / N^3): dimensionless, mean 1 over the
+  box (to float32 rounding), O(1) where haloes are and exactly 0 in every cell no halo's CIC cloud touches. Per-cell weights
+  for a halo-level loss: sum_c w_c v_c / sum_c w_c with v = ``halo_velocity`` is the mass-weighted mean velocity
+  of the haloes, sum(M v) / sum(M). Attributes: ``mean_mass_per_cell`` (Msun/h) to undo the division.
 - ``velocity_linear_halos``: linear theory v(k) = i a H f delta_h(k) k / k^2 exp(-k^2 R^2 / 2) from the
   number-density contrast of all haloes in the bins (no bias divided out: an observer's estimate, with
   bias b the amplitude is b times the matter's). R = ``smoothing`` (Mpc/h, the mock's ``linear_smoothing``)
@@ -24,12 +29,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from lss_lightning.fields.mesh import cic_paint
 from lss_lightning.fields.particles import ParticleGridder
-from lss_lightning.fields.velocity import linear_velocity
+from lss_lightning.fields.velocity import linear_velocity, redshift_space_positions
 
-HALO_CHANNEL = re.compile(r"halos_m(\d+)(_rsd)?")
+HALO_BIN_CHANNEL = re.compile(r"halos_m(\d+)(_rsd)?")  # one channel per mass bin
 HALO_SHORTHANDS = {"halos": "real", "halos_rsd": "redshift"}
+HALO_SCALAR_FIELDS = ("halo_mass",)  # each also with "_rsd"
 HALO_VECTOR_FIELDS = ("halo_velocity", "velocity_linear_halos")  # each also with "_rsd"
+# every one-channel (scalar, dimensionless) catalogue field: what data/store.py's field_spec declares a scalar
+HALO_CHANNEL = re.compile(r"halos_m\d+(_rsd)?|" + "|".join(rf"{n}(_rsd)?" for n in HALO_SCALAR_FIELDS))
 UNKNOWN_COUNT = -1  # n_particles / min_particles when a finder does not record them
 
 
@@ -153,17 +162,17 @@ def catalogue_fields(
     common = {"finder": catalogue.finder}
     paint = {"grid": grid, "box_size": box_size, "a_h": a_h, "los_axis": los_axis, "device": device}
     channels: dict[int, list[str]] = {}
-    vectors = []
+    pooled = []  # fields of all the haloes in the bins together: halo_velocity, velocity_linear_halos, halo_mass
     for name in names:
-        match = HALO_CHANNEL.fullmatch(name)
+        match = HALO_BIN_CHANNEL.fullmatch(name)
         if match:
             channels.setdefault(int(match.group(1)), []).append(name)
-        elif name.removesuffix("_rsd") in HALO_VECTOR_FIELDS:
-            vectors.append(name)
+        elif name.removesuffix("_rsd") in (*HALO_VECTOR_FIELDS, *HALO_SCALAR_FIELDS):
+            pooled.append(name)
         else:
             raise ValueError(
                 f"{name!r} is not made from a halo catalogue (halos_m<i>[_rsd], "
-                f"{', '.join(HALO_VECTOR_FIELDS)} [+ '_rsd'])"
+                f"{', '.join((*HALO_SCALAR_FIELDS, *HALO_VECTOR_FIELDS))} [+ '_rsd'])"
             )
     for i, channel_names in sorted(channels.items()):
         if i >= len(bins):
@@ -184,9 +193,9 @@ def catalogue_fields(
                 "number_density": len(selected) / box_size**3,  # (h/Mpc)^3
                 "weighting": "number",
             }
-    if vectors:
+    if pooled:
         if not bins:
-            raise ValueError(f"{vectors} need mass_bins to choose the haloes; give mass_bins=[[lo, hi], ...]")
+            raise ValueError(f"{pooled} need mass_bins to choose the haloes; give mass_bins=[[lo, hi], ...]")
         selected = _nonempty(
             catalogue, in_any_bin(bins, catalogue.masses), "the mass bins together", allow_empty
         )
@@ -196,11 +205,15 @@ def catalogue_fields(
             "mass_max": np.inf if any(b.hi is None for b in bins) else max(b.hi for b in bins),
             "n_halos": len(selected),
         }
-        for name in vectors:
+        for name in pooled:
             kind = name.removesuffix("_rsd")
             if not len(selected):
-                fields[name] = np.zeros((3, grid, grid, grid), dtype=np.float32)
-                attrs[name] = {**selection, "empty_fraction": 1.0}
+                fields[name] = np.zeros((1 if kind == "halo_mass" else 3, grid, grid, grid), dtype=np.float32)
+                empty = {"mean_mass_per_cell": 0.0} if kind == "halo_mass" else {"empty_fraction": 1.0}
+                attrs[name] = {**selection, **empty}
+            elif kind == "halo_mass":
+                fields[name], mean = _paint_mass(selected, redshift_space=name.endswith("_rsd"), **paint)
+                attrs[name] = {**selection, "weighting": "mass", "mean_mass_per_cell": mean}
             elif kind == "halo_velocity":
                 grids, empty = _paint(selected, [name], "velocity", weights=selected.masses, **paint)
                 fields[name] = grids[name]
@@ -232,6 +245,31 @@ def _nonempty(catalogue: HaloCatalogue, keep: np.ndarray, what: str, allow_empty
             "widen or drop that bin in mass_bins"
         )
     return catalogue.subset(keep)
+
+
+def _paint_mass(
+    haloes: HaloCatalogue,
+    *,
+    redshift_space: bool,
+    grid: int,
+    box_size: float,
+    a_h: float,
+    los_axis: int,
+    device=None,
+) -> tuple[np.ndarray, float]:
+    """(1, N, N, N) CIC halo mass over its box mean (exact zeros where no halo reaches), and that mean in
+    Msun/h per cell. Positions, velocities, the shift and the CIC stencil are ParticleGridder's (float32), so
+    the weights sit exactly under the mass that ``halo_velocity[_rsd]`` divides by."""
+    device = torch.device(device or "cpu")
+    positions = torch.from_numpy(np.asarray(haloes.positions)).to(device, torch.float32)
+    if redshift_space:
+        velocities = torch.from_numpy(np.asarray(haloes.velocities)).to(device, torch.float32)
+        positions = redshift_space_positions(positions, velocities, a_h, box_size, los_axis)
+    masses = torch.from_numpy(np.asarray(haloes.masses, dtype=np.float64))
+    mean = float(masses.sum()) / grid**3  # Msun/h per cell
+    # paint M / mean (O(1) numbers in float32); the box sum is then N^3 up to float32 rounding
+    painted = cic_paint(positions, grid, box_size, (masses / mean).to(device, torch.float32))
+    return painted.unsqueeze(0).cpu().numpy(), mean
 
 
 def _paint(

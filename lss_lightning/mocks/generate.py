@@ -11,7 +11,11 @@ Solvers: ``lpt`` moves particles from the lattice straight to the output redshif
 of ``mocks/pm.py``, then finds friends-of-friends haloes (``mocks/halos.py``), stored in each file's
 ``halos/`` group and gridded into halo fields by ``fields/catalogue.py``. With a ``lightcone`` block the
 particle mesh instead writes FoF haloes at several redshifts and the store holds one field, ``lightcone``:
-the histogram of the haloes on the observer's past light cone in (RA, DEC, observed z) (``mocks/lightcone.py``). The particle-mesh initial
+the histogram of the haloes on the observer's past light cone in (RA, DEC, observed z) (``mocks/lightcone.py``).
+With ``lightcone.cones_per_box`` K > 1 each particle-mesh run ("box") gives K cones along disjoint axis
+directions, each its own simulation entry ``sim_<box>_c<k>`` recording ``box``, ``observer`` and
+``direction`` (``n_sims`` counts boxes; the store holds n_sims x K cones; a box runs once for all its
+cones, and shards split by box). The particle-mesh initial
 conditions are the z = 0 linear P(k) scaled back by the growth factor D(a_start)^2 (so linear growth
 brings them exactly to the z = 0 spectrum); the LPT solver uses CAMB's P(k) at the output redshift.
 """
@@ -134,6 +138,10 @@ class MockConfig:
             raise ValueError(f"design must be 'seeds' or 'latin_hypercube', got {self.design!r}")
         if self.los_axis not in (0, 1, 2):
             raise ValueError(f"los_axis must be 0, 1 or 2, got {self.los_axis}")
+        if not self.redshift >= 0:  # also NaN; a = 1 / (1 + z) needs z > -1, and a mock ends today or before
+            raise ValueError(
+                f"redshift must be >= 0 (the output of a mock: z = 0 today, earlier times z > 0), got {self.redshift}"
+            )
         if not 0 <= self.shard < self.num_shards:
             raise ValueError(f"need 0 <= shard < num_shards, got {self.shard}, {self.num_shards}")
         pm, _, _ = self.pm_settings, self.fof_settings, self.bins  # each raises on bad values
@@ -159,7 +167,7 @@ class MockConfig:
                 raise ValueError(
                     f"mocks cannot make field {name!r}; choose from {list(PARTICLE_FIELDS)} (+ '_rsd'), "
                     f"{list(LINEAR_FIELDS)}, and with solver=pm: halos, halos_rsd, halo_velocity[_rsd], "
-                    "velocity_linear_halos[_rsd]"
+                    "halo_mass[_rsd], velocity_linear_halos[_rsd]"
                 )
             if self.solver != "pm":
                 raise ValueError(
@@ -220,9 +228,24 @@ def design(cfg: MockConfig) -> list[dict]:
         cosmologies = latin_hypercube(
             cfg.prior, cfg.n_sims, seed=cfg.seed, fiducial=fiducial if cfg.cosmology else None
         )
-    return [
+    boxes = [
         {"id": f"sim_{i:05d}", "file": sim_file_name(f"sim_{i:05d}"), "seed": int(s), "params": c.to_dict()}
         for i, (s, c) in enumerate(zip(seeds, cosmologies, strict=True))
+    ]
+    cone = cfg.lightcone_settings
+    if cone is None or cone.cones_per_box == 1:
+        return boxes  # one entry per box, as stores made before cones_per_box
+    return [
+        {
+            **box,
+            "id": f"{box['id']}_c{k}",
+            "file": sim_file_name(f"{box['id']}_c{k}"),
+            "box": b,
+            "observer": list(cone.observer),
+            "direction": direction,
+        }
+        for b, box in enumerate(boxes)
+        for k, direction in enumerate(cone.directions)
     ]
 
 
@@ -352,13 +375,50 @@ def lightcone_snapshots(
     return catalogues
 
 
-def lightcone_histogram(
-    cfg: MockConfig, cosmo: Cosmology, particles: Particles, report: StepReporter | None = None
-) -> np.ndarray:
-    """Particle mesh with FoF haloes at the cone's snapshot redshifts -> the (1, N, N, N) (RA, DEC, z) histogram."""
+def lightcone_histograms(
+    cfg: MockConfig,
+    cosmo: Cosmology,
+    particles: Particles,
+    report: StepReporter | None = None,
+    directions: tuple[str, ...] | None = None,
+) -> dict[str, np.ndarray]:
+    """Particle mesh with FoF haloes at the cone's snapshot redshifts, run once -> the (1, N, N, N)
+    (RA, DEC, z) histogram of the cone along each of ``directions`` (default: all cones of the box)."""
     cone = cfg.lightcone_settings
-    haloes = place_on_lightcone(lightcone_snapshots(cfg, cosmo, particles, report), cosmo, cfg.box_size, cone)
-    return histogram(haloes, cone, cfg.grid)
+    catalogues = lightcone_snapshots(cfg, cosmo, particles, report)
+    return {
+        d: histogram(place_on_lightcone(catalogues, cosmo, cfg.box_size, cone, d), cone, cfg.grid)
+        for d in (directions or cone.directions)
+    }
+
+
+def lightcone_histogram(
+    cfg: MockConfig,
+    cosmo: Cosmology,
+    particles: Particles,
+    report: StepReporter | None = None,
+    direction: str = "+x",
+) -> np.ndarray:
+    """The (1, N, N, N) (RA, DEC, z) histogram of one cone (along ``direction``) of a particle-mesh run."""
+    return lightcone_histograms(cfg, cosmo, particles, report, (direction,))[direction]
+
+
+class BoxCones:
+    """Producer of a store with several cones per box: the first cone asked of a box runs its particle
+    mesh and FoF once and histograms all its cones; the others are handed out from that box (kept until a
+    cone of another box is asked, so ``fill_store``'s in-order loop runs each box once)."""
+
+    def __init__(self, cfg: MockConfig, device):
+        self.cfg, self.device = cfg, device
+        self.box, self.cones = None, {}
+
+    def __call__(self, sim: Mapping, report: StepReporter | None = None) -> SimulationProducts:
+        key = (sim["box"], sim["seed"])
+        if key != self.box or sim["direction"] not in self.cones:
+            cosmo = Cosmology.from_mapping(sim["params"])
+            particles, _ = initial_particles(self.cfg, cosmo, sim["seed"], self.device)
+            self.box, self.cones = key, lightcone_histograms(self.cfg, cosmo, particles, report)
+        return SimulationProducts({LIGHTCONE_FIELD: self.cones[sim["direction"]]}, {})
 
 
 def simulate(
@@ -371,7 +431,8 @@ def simulate(
     particles, _ = initial_particles(cfg, cosmo, sim["seed"], device)
     timings["ics"] = time.perf_counter() - start
     if cfg.lightcone is not None:
-        return SimulationProducts({LIGHTCONE_FIELD: lightcone_histogram(cfg, cosmo, particles, report)}, {})
+        cone = lightcone_histogram(cfg, cosmo, particles, report, sim.get("direction", "+x"))
+        return SimulationProducts({LIGHTCONE_FIELD: cone}, {})
     particles = run_solver(cfg, cosmo, particles, report)
     timings["solver"] = time.perf_counter() - start - sum(timings.values())
     haloes = find_haloes(cfg, cosmo, particles) if cfg.solver == "pm" else None  # stored in halos/
@@ -430,18 +491,40 @@ def warn_if_resolution_limited(cfg: MockConfig, sims: list[dict]) -> None:
         )
 
 
+def warn_if_cone_resolution_limited(cfg: MockConfig, sims: list[dict]) -> None:
+    """A light-cone Latin hypercube whose ``lightcone.mass_min`` lies below min_particles x m_p of its
+    largest Omega_m: near the threshold the counts would follow the particle mass (so Omega_m)."""
+    if cfg.lightcone is None or cfg.design != "latin_hypercube":
+        return
+    limit = cfg.fof_settings.min_particles * max(
+        particle_mass(Cosmology.from_mapping(s["params"]), cfg.box_size, cfg.n_particles) for s in sims
+    )
+    if cfg.lightcone_settings.mass_min < limit:
+        log.warning(
+            "lightcone.mass_min %.3g Msun/h is below the FoF limit of %.3g Msun/h (%d particles) of some "
+            "simulations: cone counts there depend on the particle mass; raise mass_min above it",
+            cfg.lightcone_settings.mass_min,
+            limit,
+            cfg.fof_settings.min_particles,
+        )
+
+
 def generate_store(cfg: MockConfig, *, progress: bool = True) -> FieldStore:
     """Build (or finish) this shard of the store at ``cfg.store``; returns the store (validated when complete)."""
     root = Path(cfg.store).expanduser().resolve()
     device = resolve_device(cfg.device)
     sims = design(cfg)
     warn_if_resolution_limited(cfg, sims)
-    mine = [s["id"] for s in sims[cfg.shard :: cfg.num_shards]]
+    warn_if_cone_resolution_limited(cfg, sims)
+    # shard k takes boxes k, k + K, ...: all cones of a box in one job (a box is one entry without cones)
+    mine = [s["id"] for i, s in enumerate(sims) if s.get("box", i) % cfg.num_shards == cfg.shard]
+    cones = cfg.lightcone is not None and cfg.lightcone_settings.cones_per_box > 1
+    produce = BoxCones(cfg, device) if cones else (lambda sim, report: simulate(cfg, sim, device, report))
     shard = f" shard {cfg.shard}/{cfg.num_shards}" if cfg.num_shards > 1 else ""
     store = fill_store(
         root,
         _manifest(cfg, sims),
-        lambda sim, report: simulate(cfg, sim, device, report),
+        produce,
         only=mine,
         chunk=cfg.chunk,
         compression=cfg.compression,

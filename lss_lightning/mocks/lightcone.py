@@ -1,10 +1,13 @@
 """Haloes on the past light cone of an observer, as (RA, DEC, observed redshift), and their histograms.
 
-Geometry: the observer sits at ``observer`` (Mpc/h, box coordinates) and looks along +x; for a halo at
-comoving offset r = (x, y, z) from the observer, RA = atan2(y, x) and DEC = arcsin(z / |r|) in degrees,
-so the cone -20 < RA, DEC < 20 is centred on the x axis. A halo at comoving distance chi = |r| has the
-cosmological redshift z_cos with chi(z_cos) = chi (``Cosmology.comoving_distance``, flat w0-wa), and the
-observed redshift 1 + z_obs = (1 + z_cos)(1 + v_r / c), v_r = v . r / |r| (redshift-space distortion).
+Geometry: the observer sits at ``observer`` (Mpc/h, box coordinates) and looks along ``direction``
+(default +x). A direction is a rotation R whose rows are the cone's own axes in box coordinates: line of
+sight, RA axis, DEC axis (``DIRECTIONS``: the six axis directions, each a proper rotation; +x is the
+identity). For a halo at comoving offset r from the observer, (x, y, z) = R r in the cone's frame, RA =
+atan2(y, x) and DEC = arcsin(z / |r|) in degrees, so the cone -20 < RA, DEC < 20 is centred on the line of
+sight. A halo at comoving distance chi = |r| has the cosmological redshift z_cos with chi(z_cos) = chi
+(``Cosmology.comoving_distance``, flat w0-wa), and the observed redshift 1 + z_obs = (1 + z_cos)(1 + v_r / c),
+v_r = v . r / |r| (redshift-space distortion).
 
 Time: the particle mesh writes halo catalogues at ``snapshots`` redshifts, the centres of equal slices of
 the cosmological redshift range [z_min - margin, z_max + margin]; snapshot i fills the comoving shell of
@@ -16,6 +19,15 @@ is repeated: replica (i, j, k) holds every halo at position + L (i, j, k). Each 
 translate of the box, so a halo appears at most once per replica and shell; distinct replicas do show the
 same structure at different places on the sky or in depth (a cone 40 degrees wide out to chi ~ 1940 Mpc/h
 sees each region of a 500 Mpc/h box about 15 times), which is the stated limitation of small boxes.
+
+Several cones per box (``cones_per_box`` K <= 6): one observer looks along the first K of +x, -x, +y, -y,
++z, -z. Inside a cone whose half-widths satisfy |RA| < 45 and tan|DEC| < cos|RA| (checked), the line of
+sight is the largest component of every offset, so the six cones are disjoint regions of the tiled space:
+no (halo, replica) is placed on two of them (tested). What they share is the box: each cone holds the
+same haloes (the same initial conditions, the same large-scale modes and sample variance of one box of
+side L) at other places and in other replicas, so the cones of one box are correlated, not independent
+realisations; their store entries record ``box``, ``observer`` and ``direction``, and the train/val/test
+split keeps all cones of one box in one part (``data.modules.split_simulations`` with groups).
 """
 
 from __future__ import annotations
@@ -28,6 +40,31 @@ import numpy as np
 
 from lss_lightning.cosmology import SPEED_OF_LIGHT, Cosmology
 from lss_lightning.fields.catalogue import HaloCatalogue
+
+# rows: line of sight, RA axis, DEC axis of the cone, in box coordinates (proper rotations, det = +1)
+DIRECTIONS = {
+    "+x": ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+    "-x": ((-1, 0, 0), (0, -1, 0), (0, 0, 1)),
+    "+y": ((0, 1, 0), (-1, 0, 0), (0, 0, 1)),
+    "-y": ((0, -1, 0), (1, 0, 0), (0, 0, 1)),
+    "+z": ((0, 0, 1), (0, 1, 0), (-1, 0, 0)),
+    "-z": ((0, 0, -1), (0, 1, 0), (1, 0, 0)),
+}
+AXIS_ORDER = ("+x", "-x", "+y", "-y", "+z", "-z")  # cone k of a box looks along AXIS_ORDER[k]
+
+
+def rotation(direction) -> np.ndarray:
+    """The 3x3 rotation (box -> cone frame) of a direction name in ``DIRECTIONS`` or of a 3x3 matrix."""
+    if isinstance(direction, str):
+        if direction not in DIRECTIONS:
+            raise ValueError(f"unknown light-cone direction {direction!r}; choose from {list(DIRECTIONS)}")
+        return np.array(DIRECTIONS[direction], dtype=float)
+    matrix = np.asarray(direction, dtype=float)
+    if matrix.shape != (3, 3) or not np.allclose(matrix @ matrix.T, np.eye(3), atol=1e-9):
+        raise ValueError(f"a light-cone direction must be a name or a 3x3 rotation, got {direction!r}")
+    if np.linalg.det(matrix) < 0:
+        raise ValueError("a light-cone rotation must be proper (det +1): a mirror would flip the sky")
+    return matrix
 
 
 @dataclass(frozen=True)
@@ -42,6 +79,7 @@ class LightconeSettings:
     mass_min: float = 0.0  # Msun/h
     observer: tuple = (0.0, 0.0, 0.0)  # Mpc/h, box coordinates
     rsd: bool = True  # observed redshifts include v_r / c
+    cones_per_box: int = 1  # cones from each box, along AXIS_ORDER[:cones_per_box] (disjoint; module doc)
 
     def __post_init__(self):
         for name, lo_limit, hi_limit in (("ra", -180, 180), ("dec", -90, 90)):
@@ -55,9 +93,25 @@ class LightconeSettings:
                 f"lightcone.z must be [z_min, z_max] with 0 <= z_min < z_max, got {list(self.z)}"
             )
         if max(abs(self.ra[0]), abs(self.ra[1])) >= 90:
-            raise ValueError("lightcone.ra must stay within (-90, 90) degrees: the cone looks along +x")
+            raise ValueError(
+                "lightcone.ra must stay within (-90, 90) degrees of the line of sight (RA = atan2(y, x))"
+            )
         if int(self.snapshots) < 1 or self.margin < 0:
             raise ValueError("need lightcone.snapshots >= 1 and lightcone.margin >= 0")
+        if not 1 <= int(self.cones_per_box) <= len(AXIS_ORDER):
+            raise ValueError(
+                f"lightcone.cones_per_box must be 1..{len(AXIS_ORDER)}, got {self.cones_per_box}"
+            )
+        ra_max = max(abs(v) for v in self.ra)
+        dec_max = max(abs(v) for v in self.dec)
+        if int(self.cones_per_box) > 1 and not (
+            ra_max < 45 and math.tan(math.radians(dec_max)) < math.cos(math.radians(ra_max))
+        ):
+            raise ValueError(
+                "lightcone.cones_per_box > 1 needs cones that cannot overlap along the six axis directions: "
+                f"|RA| < 45 and tan|DEC| < cos|RA|, got max |RA| = {ra_max}, max |DEC| = {dec_max}"
+            )
+        object.__setattr__(self, "cones_per_box", int(self.cones_per_box))
         object.__setattr__(self, "ra", tuple(float(v) for v in self.ra))
         object.__setattr__(self, "dec", tuple(float(v) for v in self.dec))
         object.__setattr__(self, "z", tuple(float(v) for v in self.z))
@@ -76,6 +130,11 @@ class LightconeSettings:
     def slice_edges(self) -> np.ndarray:
         lo, hi = self.cosmological_range
         return np.linspace(lo, hi, self.snapshots + 1)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """The line of sight of each cone of a box."""
+        return AXIS_ORDER[: self.cones_per_box]
 
     def histogram_edges(self, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return tuple(np.linspace(lo, hi, bins + 1) for lo, hi in (self.ra, self.dec, self.z))
@@ -109,18 +168,24 @@ def sky_coordinates(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def replicas(
-    box_size: float, observer: np.ndarray, settings: LightconeSettings, chi_min: float, chi_max: float
+    box_size: float,
+    observer: np.ndarray,
+    settings: LightconeSettings,
+    chi_min: float,
+    chi_max: float,
+    direction="+x",
 ):
     """Integer replica offsets (i, j, k) whose box L [i, i + 1) x ... (box coordinates) can hold points of
     the cone between chi_min and chi_max: the sector's bounding box, from its boundary sampled every
-    ~0.5 degree at both radii (plus the axis directions inside it), widened by the sampling error."""
+    ~0.5 degree at both radii (plus the axis directions inside it), rotated into box coordinates and
+    widened by the sampling error."""
     angles = []
     for lo, hi in (settings.ra, settings.dec):
         grid = np.linspace(lo, hi, max(3, int((hi - lo) / 0.5) + 1))
         angles.append(np.unique(np.r_[grid, [0.0] if lo < 0 < hi else []]))
     ra, dec = np.meshgrid(np.radians(angles[0]), np.radians(angles[1]), indexing="ij")
-    direction = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], -1).reshape(-1, 3)
-    points = np.concatenate([chi_min * direction, chi_max * direction])
+    sight = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], -1).reshape(-1, 3)
+    points = np.concatenate([chi_min * sight, chi_max * sight]) @ rotation(direction)  # cone -> box frame
     step = np.radians(0.5)
     pad = chi_max * step**2 + 1e-6 * box_size
     lows, highs = points.min(0) - pad + observer, points.max(0) + pad + observer
@@ -136,8 +201,11 @@ def place_on_lightcone(
     cosmology: Cosmology,
     box_size: float,
     settings: LightconeSettings,
+    direction="+x",
 ) -> LightconeHaloes:
-    """The haloes of each (redshift, catalogue) snapshot in its comoving shell of the cone, tiled periodically."""
+    """The haloes of each (redshift, catalogue) snapshot in its comoving shell of the cone looking along
+    ``direction`` (a name in ``DIRECTIONS`` or a 3x3 rotation, rows = the cone's axes), tiled periodically."""
+    frame = rotation(direction)
     slice_edges = settings.slice_edges()
     chi_edges = cosmology.comoving_distance(slice_edges)
     observer = np.asarray(settings.observer, dtype=float)
@@ -154,9 +222,9 @@ def place_on_lightcone(
         pos = catalogue.positions[keep].astype(np.float64)
         vel = catalogue.velocities[keep].astype(np.float64)
         index = np.flatnonzero(keep)
-        for replica in replicas(box_size, observer, settings, chi_lo, chi_hi):
+        for replica in replicas(box_size, observer, settings, chi_lo, chi_hi, frame):
             offsets = pos + box_size * replica - observer
-            ra, dec, chi = sky_coordinates(offsets)
+            ra, dec, chi = sky_coordinates(offsets @ frame.T)
             inside = (
                 (chi >= chi_lo)
                 & (chi < chi_hi)

@@ -45,7 +45,9 @@ def weighted_cell_mean(per_cell: torch.Tensor, weight: torch.Tensor | None) -> t
     w = _float(weight)
     w = w[:, 0] if w.ndim == per_cell.ndim + 1 else w
     if w.shape != per_cell.shape:
-        raise ValueError(f"loss weights shaped {tuple(weight.shape)} do not match the cells {tuple(per_cell.shape)}")
+        raise ValueError(
+            f"loss weights shaped {tuple(weight.shape)} do not match the cells {tuple(per_cell.shape)}"
+        )
     return (per_cell * w).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
 
 
