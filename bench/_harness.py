@@ -11,6 +11,7 @@ the mean +- std / "k of n seeds" formatting of their tables (mean_std, count, id
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import resource
 import statistics
@@ -180,3 +181,28 @@ def merge_overrides(*groups: list[str]) -> list[str]:
             merged.pop(key, None)
             merged[key] = item
     return list(merged.values())
+
+
+def variant_overrides(variant: str) -> list[str]:
+    """The Hydra overrides of a bench variant: an experiment of conf/experiment/."""
+    from lss_lightning.config import CONF_DIR
+
+    if not (CONF_DIR / "experiment" / f"{variant}.yaml").exists():
+        raise SystemExit(f"unknown variant {variant!r}: no conf/experiment/{variant}.yaml")
+    return [f"experiment={variant}"]
+
+
+def parse_variant_bench(argv: list[str], doc: str, variants: str, epochs: int, report_help: str):
+    """(args, extra Hydra overrides) of a bench that trains experiment variants over seeds."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", default=variants, help="experiments, comma-separated")
+    p.add_argument(
+        "--epochs", type=int, default=None, help=f"training epochs (default {epochs}; 1 with --smoke)"
+    )
+    p.add_argument("--report", default=None, help=report_help)
+    add_seed_args(p)
+    args, extra = p.parse_known_args(argv)
+    if args.smoke:
+        args.seeds = min(args.seeds, 2)
+    args.epochs = args.epochs or (1 if args.smoke else epochs)
+    return args, extra

@@ -30,15 +30,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _harness import add_seed_args, mean_std, merge_overrides, over_seeds
+from _harness import mean_std, merge_overrides, over_seeds, parse_variant_bench, variant_overrides
 from bench_velocity_unet import compact, halo_table
 from hydra import compose, initialize_config_dir
 
 from lss_lightning.config import CONF_DIR, REPO_ROOT
 from lss_lightning.run import build_data, train
 
-# if a variant's experiment file is not there (yet), its closest stand-in; the run says so
-FALLBACK = {"wu2023_hybrid": ["experiment=wu2023", "model.loss=mse"]}
 # + the matter density for the bias; halo_mass_rsd for wu2023_hybrid's halo-weighted loss
 FIELDS = "data.generate.fields=[halos_rsd,velocity_linear_halos_rsd,halo_velocity_rsd,halo_mass_rsd,density]"
 SMOKE = [  # 8 PM boxes of 108.4 Mpc/h, 56^3 particles (the full run's mass resolution), 39^3 cells of 2.78 Mpc/h
@@ -68,17 +66,6 @@ def cpu_overrides(args: argparse.Namespace) -> list[str]:
         "~callbacks.progress_bar",
         *(SMOKE if args.smoke else []),
     ]
-
-
-def variant_overrides(variant: str) -> list[str]:
-    if (CONF_DIR / "experiment" / f"{variant}.yaml").exists():
-        return [f"experiment={variant}"]
-    if variant in FALLBACK:
-        print(
-            f"WARNING: conf/experiment/{variant}.yaml is missing; standing in with {' '.join(FALLBACK[variant])}"
-        )
-        return FALLBACK[variant]
-    raise SystemExit(f"unknown variant {variant!r}: no conf/experiment/{variant}.yaml")
 
 
 def halo_bias(store_root: str, sims: list[str]) -> float:
@@ -132,16 +119,7 @@ def tables(runs: dict[str, list[dict]]) -> None:
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", default="wu2023,wu2023_hybrid", help="experiments, comma-separated")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30; 1 with --smoke)")
-    p.add_argument("--report", default=None, help="print the tables of a seeds.json")
-    add_seed_args(p)
-    args, extra = p.parse_known_args(argv)
-    if args.smoke:
-        args.seeds = min(args.seeds, 2)
-    args.epochs = args.epochs or (1 if args.smoke else 30)
-    return args, extra
+    return parse_variant_bench(argv, __doc__, "wu2023,wu2023_hybrid", 30, "print the tables of a seeds.json")
 
 
 def main(argv: list[str]) -> int:

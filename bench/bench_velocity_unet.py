@@ -31,14 +31,20 @@ import sys
 import time
 from pathlib import Path
 
-from _harness import add_seed_args, count, identical, mean_std, merge_overrides, over_seeds
+from _harness import (
+    count,
+    identical,
+    mean_std,
+    merge_overrides,
+    over_seeds,
+    parse_variant_bench,
+    variant_overrides,
+)
 from hydra import compose, initialize_config_dir
 
 from lss_lightning.config import CONF_DIR, REPO_ROOT
 from lss_lightning.run import train
 
-# if a variant's experiment file is not there (yet), its closest stand-in; the run says so
-FALLBACK = {"wu2021_hybrid": ["experiment=wu2021", "data.inputs=[density,velocity_linear]"]}
 SMOKE = [  # 8 PM boxes of 80 Mpc/h on 40^3 cells (2 Mpc/h, as the full run), built once
     "data.store=${paths.data_dir}/mocks/bench_smoke_velocity",
     "data.generate.n_sims=8",
@@ -60,17 +66,6 @@ def cpu_overrides(args: argparse.Namespace) -> list[str]:
         "~callbacks.progress_bar",
         *(SMOKE if args.smoke else []),
     ]
-
-
-def variant_overrides(variant: str) -> list[str]:
-    if (CONF_DIR / "experiment" / f"{variant}.yaml").exists():
-        return [f"experiment={variant}"]
-    if variant in FALLBACK:
-        print(
-            f"WARNING: conf/experiment/{variant}.yaml is missing; standing in with {' '.join(FALLBACK[variant])}"
-        )
-        return FALLBACK[variant]
-    raise SystemExit(f"unknown variant {variant!r}: no conf/experiment/{variant}.yaml")
 
 
 def compact(metrics: dict) -> dict:
@@ -262,18 +257,13 @@ def halo_table(runs: dict[str, list[dict]], with_3d: bool = False) -> None:
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", default="wu2021,wu2021_hybrid", help="experiments, comma-separated")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 10; 1 with --smoke)")
-    p.add_argument(
-        "--report", default=None, help="print the tables of a seeds.json or of one run's metrics.json"
+    return parse_variant_bench(
+        argv,
+        __doc__,
+        "wu2021,wu2021_hybrid",
+        10,
+        "print the tables of a seeds.json or of one run's metrics.json",
     )
-    add_seed_args(p)
-    args, extra = p.parse_known_args(argv)
-    if args.smoke:
-        args.seeds = min(args.seeds, 2)
-    args.epochs = args.epochs or (1 if args.smoke else 10)
-    return args, extra
 
 
 def main(argv: list[str]) -> int:

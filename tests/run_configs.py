@@ -14,6 +14,20 @@ from lss_lightning.config import CONF_DIR, REPO_ROOT
 TESTS_DIR = Path(__file__).resolve().parent
 
 
+# overrides that make a velocity run on the tiny store take seconds (in-process train/evaluate tests)
+TINY = [
+    "data.crop=8",
+    "data.pad=6",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "model.net.width=4",
+    "evaluation.batch_size=16",
+    "logger=csv",
+    "callbacks=default",
+    "~callbacks.progress_bar",
+]
+
+
 def compose_config(name: str, overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=name, overrides=overrides)

@@ -152,3 +152,27 @@ def test_bad_binning_is_refused():
         correlation_s_mu(np.zeros((2, 3)), 100.0, [0.0, 60.0])
     with pytest.raises(ValueError, match="increase"):
         correlation_s_mu(np.zeros((2, 3)), 100.0, [10.0, 5.0])
+
+
+def test_streamed_pair_counts_equal_the_materialised_ones_exactly():
+    """The chunked counts (bounded memory) against every pair at once (query_pairs + histogram2d)."""
+    from scipy.spatial import cKDTree
+
+    from lss_lightning.evaluate.clustering import pair_counts
+
+    rng = np.random.default_rng(11)
+    box, n = 200.0, 3000
+    pos = rng.uniform(0.0, box, (n, 3))
+    pos[:40] = pos[40:80] + rng.normal(0, 0.5, (40, 3))  # close pairs, and some across the boundary
+    pos = np.mod(pos, box)
+    s_edges, n_mu = np.linspace(0.0, 40.0, 9), 10
+    pairs = cKDTree(pos, boxsize=box).query_pairs(s_edges[-1], output_type="ndarray")
+    d = pos[pairs[:, 1]] - pos[pairs[:, 0]]
+    d -= box * np.round(d / box)
+    s = np.sqrt((d * d).sum(axis=1))
+    mu = np.minimum(np.abs(d[:, 2]) / s, 1.0)
+    reference, _, _ = np.histogram2d(s, mu, bins=[s_edges, np.linspace(0, 1, n_mu + 1)])
+    for per_chunk in (500, 20_000, 10**9):  # many chunks, a few, one
+        streamed = pair_counts(pos, box, s_edges, n_mu, 2, pairs_per_chunk=per_chunk)
+        np.testing.assert_array_equal(streamed, reference)
+    assert reference.sum() == len(pairs) > 10_000

@@ -17,34 +17,18 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from run_configs import TINY as RUN_TINY
+from run_configs import compose_config
 
 from lss_lightning import checkpoints
-from lss_lightning.config import CONF_DIR
 from lss_lightning.data.modules import FieldCropDataModule
 from lss_lightning.data.store import FieldStore, StoreError
 from lss_lightning.mocks.generate import MockConfig, generate_store
 from lss_lightning.preflight import ConfigError, check_training_config
 from lss_lightning.run import evaluate, train
 
-TINY = [
-    "data.crop=8",
-    "data.pad=6",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "model.net.width=4",
-    "evaluation.batch_size=16",
-    "logger=csv",
-    "callbacks=default",
-    "~callbacks.progress_bar",
-    "+trainer.limit_train_batches=2",
-    "+trainer.limit_val_batches=1",
-]
-
-
-def _cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+TINY = [*RUN_TINY, "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
+_cfg = compose_config
 
 
 def _copy(store, tmp_path):
@@ -277,3 +261,30 @@ def test_the_store_lock_lets_other_writers_skip_then_wait(tmp_path):
             ]
         )
         assert child.returncode == 0
+
+
+def test_sigterm_during_evaluation_exits_143_with_one_message(caplog):
+    import signal
+
+    from lss_lightning.preemption import EXIT_PREEMPTED, stop_on_sigterm
+
+    with pytest.raises(SystemExit) as stop, caplog.at_level(logging.ERROR):
+        with stop_on_sigterm("evaluation"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+    assert stop.value.code == EXIT_PREEMPTED and "evaluation stopped by SIGTERM" in caplog.text
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+
+
+def test_a_velocity_checkpoint_on_a_store_of_another_cell_size_is_warned(tiny_store, caplog):
+    from types import SimpleNamespace
+
+    from lss_lightning.run import warn_if_cell_size_differs
+
+    dm = FieldCropDataModule(store=str(tiny_store.root), crop=8, pad=2)  # 64 Mpc/h / 16 = 4 Mpc/h cells
+    with caplog.at_level(logging.WARNING):
+        warn_if_cell_size_differs(SimpleNamespace(run_config={"cell_size": 2.0}), dm)
+    assert "trained on cells of 2 Mpc/h" in caplog.text and "cells of 4 Mpc/h" in caplog.text
+    caplog.clear()
+    warn_if_cell_size_differs(SimpleNamespace(run_config={"cell_size": 4.0}), dm)
+    assert not caplog.text

@@ -211,3 +211,27 @@ def test_the_hybrid_default_trains_and_evaluates_with_linear_theory_as_its_basel
     )
     metrics = train(cfg)
     assert "test/unet/vector/0.3/r" in metrics and "test/linear/vector/0.3/r" in metrics
+
+
+def test_wu2023_hybrid_trains_on_halo_weights_and_evaluates_symmetrised(tiny_halo_store, tmp_path):
+    import json
+
+    cfg = _cfg(
+        [
+            "experiment=wu2023_hybrid",
+            f"data.store={tiny_halo_store.root}",
+            f"paths.output_dir={tmp_path}",
+            "data.crop=13",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            "model.net.width=4",
+            "evaluation.batch_size=2",
+            "debug=fast_dev_run",
+            "~callbacks.progress_bar",
+        ]
+    )
+    assert cfg.data.loss_weight == "halo_mass_rsd" and cfg.evaluation.symmetrise
+    train(cfg)
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    rows = written["halos"]["velocities"]["unet"].values()
+    assert all(len(row["bias_xyz"]) == 3 for row in rows if row["n_halos"])

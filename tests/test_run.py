@@ -7,30 +7,16 @@ import time
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from run_configs import TINY, compose_config
 
-from lss_lightning.config import CONF_DIR
 from lss_lightning.cosmology import latin_hypercube
 from lss_lightning.data.store import SimulationProducts, build_manifest, field_spec, fill_store, sim_file_name
 from lss_lightning.evaluate.inference import read_estimates
 from lss_lightning.run import evaluate, train
 
-TINY = [
-    "data.crop=8",
-    "data.pad=6",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "model.net.width=4",
-    "evaluation.batch_size=16",
-    "logger=csv",
-    "callbacks=default",
-    "~callbacks.progress_bar",
-]
-
 
 def _cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+    return compose_config(name, overrides)
 
 
 def _train_overrides(store, out):

@@ -6,7 +6,8 @@ Estimator: natural, xi = DD / RR - 1 with the analytic RR of a periodic box,
 RR = N (N - 1) / 2 * (4 pi / 3) (s_hi^3 - s_lo^3) * dmu / V, to which Landy-Szalay reduces when the
 randoms are uniform in a periodic box. Multipoles xi_l(s) = (2 l + 1) int_0^1 xi(s, mu) L_l(mu) dmu
 (midpoint rule in mu; even l, since xi(s, mu) = xi(s, -mu)); xi_1D(mu) = int xi(s, mu) ds over the s range
-(Mpc/h), as in Wu et al. 2023's figure. Memory: about 40 bytes per pair within s_max.
+(Mpc/h), as in Wu et al. 2023's figure. Pairs are streamed in chunks and binned on the fly (``pair_counts``):
+memory is bounded by ``PAIRS_PER_CHUNK``, whatever the number of pairs.
 """
 
 from __future__ import annotations
@@ -87,16 +88,52 @@ def correlation_s_mu(
     pos[pos >= box_size] = 0.0
     mu_edges = np.linspace(0.0, 1.0, n_mu + 1)
     n = len(pos)
-    tree = cKDTree(pos, boxsize=box_size)
-    pairs = tree.query_pairs(s_edges[-1], output_type="ndarray")
-    d = pos[pairs[:, 1]] - pos[pairs[:, 0]]
-    d -= box_size * np.round(d / box_size)
-    s = np.sqrt((d * d).sum(axis=1))
-    mu = np.abs(d[:, los_axis]) / np.where(s > 0, s, 1.0)
-    dd, _, _ = np.histogram2d(s, np.minimum(mu, 1.0), bins=[s_edges, mu_edges])
+    dd = pair_counts(pos, box_size, s_edges, n_mu, los_axis).astype(np.float64)
     shell = 4.0 * np.pi / 3.0 * (s_edges[1:] ** 3 - s_edges[:-1] ** 3)
     rr = 0.5 * n * (n - 1) * shell[:, None] * np.diff(mu_edges)[None, :] / box_size**3
     return CorrelationSMu(s_edges, mu_edges, dd, rr)
+
+
+PAIRS_PER_CHUNK = 2_000_000  # pairs held at once while counting (~100 bytes each): memory bounded by this
+
+
+def pair_counts(
+    pos: np.ndarray,
+    box_size: float,
+    s_edges: np.ndarray,
+    n_mu: int,
+    los_axis: int,
+    pairs_per_chunk: int = PAIRS_PER_CHUNK,
+) -> np.ndarray:
+    """(n_s, n_mu) counts of unordered pairs by separation s and mu = |s_los| / s, streamed: the points are
+    taken in chunks, each chunk's pairs with the points after its start found by scipy's periodic cKDTree
+    (``sparse_distance_matrix``), binned with ``bincount`` and dropped, so memory follows the chunk, not the
+    number of pairs. Positions in [0, L). Every unordered pair is counted once."""
+    n = len(pos)
+    s_max = float(s_edges[-1])
+    expected = max(n * n / box_size**3 * 4.0 / 3.0 * np.pi * s_max**3, 1.0)  # pairs per point, twice
+    chunk = int(max(64, min(n, pairs_per_chunk / expected)))
+    counts = np.zeros((len(s_edges) - 1) * n_mu, dtype=np.int64)
+    mu_edges = np.linspace(0.0, 1.0, n_mu + 1)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        rest = cKDTree(pos[start:], boxsize=box_size)  # the points after this chunk's start
+        found = cKDTree(pos[start:stop], boxsize=box_size).sparse_distance_matrix(
+            rest, s_max, output_type="ndarray"
+        )
+        i, j = found["i"], found["j"]  # j counts from ``start``; i < j keeps each pair once
+        keep = i < j
+        i, j = i[keep] + start, j[keep] + start
+        d = pos[j] - pos[i]
+        d -= box_size * np.round(d / box_size)
+        s = np.sqrt((d * d).sum(axis=1))
+        mu = np.minimum(np.abs(d[:, los_axis]) / np.where(s > 0, s, 1.0), 1.0)
+        # [lo, hi) bins, the last one closed, as numpy's histogram
+        s_bin = np.minimum(np.searchsorted(s_edges, s, side="right") - 1, len(s_edges) - 2)
+        mu_bin = np.minimum(np.searchsorted(mu_edges, mu, side="right") - 1, n_mu - 1)
+        inside = (s >= s_edges[0]) & (s <= s_edges[-1])
+        counts += np.bincount(s_bin[inside] * n_mu + mu_bin[inside], minlength=counts.size)
+    return counts.reshape(len(s_edges) - 1, n_mu)
 
 
 def volume_average(r: np.ndarray, xi: np.ndarray, power: int = 2) -> np.ndarray:
