@@ -337,6 +337,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--fiducial", default=None, help="default: data=lightcone_fiducial's data.store")
     parser.add_argument("--options", action="store_true", help="also time the alternatives in OPTIONS")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--models", default="vit,cnn", help="networks to train, comma-separated (vit, cnn)")
     args = parser.parse_args(argv)
     data = _compose(["data=lightcone_w0wa"]).data
     args.store = args.store or str(data.store)
@@ -355,7 +356,8 @@ def main(argv: list[str]) -> int:
     print(f"fiducial store ready ({minutes:.1f} min, 0 if it existed): {args.fiducial}")
     baseline = summary_baseline(args.store)
     print("summary baseline on the test cones: " + json.dumps(baseline))
-    results = {m: [run(m, seed, args, out) for seed in range(1, args.seeds + 1)] for m in ("vit", "cnn")}
+    models = args.models.split(",")
+    results = {m: [run(m, seed, args, out) for seed in range(1, args.seeds + 1)] for m in models}
     report(results, args, baseline)
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}; runs and metrics: {out}")
     return 0

@@ -146,7 +146,7 @@ def store_facts(data: DictConfig) -> StoreFacts:
 def _facts_from_generator(root: Path, generate: Mapping) -> StoreFacts:
     """The store ``data.generate`` would build, from the generator's own validated settings (halo
     shorthands expanded per mass bin, light cones, ...)."""
-    from lss_lightning.mocks.generate import MockConfig
+    from lss_lightning.mocks.generate import MockConfig, design
 
     values = (
         OmegaConf.to_container(generate, resolve=True) if isinstance(generate, DictConfig) else dict(generate)
@@ -161,7 +161,7 @@ def _facts_from_generator(root: Path, generate: Mapping) -> StoreFacts:
     varying = []
     if mock.design == "latin_hypercube":
         varying = [p for p in PARAMETER_NAMES if p in resolve_prior(mock.prior)]
-    ids = [f"sim_{i:05d}" for i in range(mock.n_sims)]
+    ids = [sim["id"] for sim in design(mock)]  # n_sims boxes, or boxes x cones_per_box light cones
     return StoreFacts(root, mock.grid, mock.box_size, fields, varying, ids, True)
 
 
