@@ -83,7 +83,14 @@ def tiny_halo_store(tmp_path_factory):
         pm={"steps": 5},
         fof={"min_particles": 10},
         mass_bins=WU2023_BINS,
-        fields=["density", "halos", "halos_rsd", "halo_velocity_rsd", "velocity_linear_halos_rsd", "halo_mass_rsd"],
+        fields=[
+            "density",
+            "halos",
+            "halos_rsd",
+            "halo_velocity_rsd",
+            "velocity_linear_halos_rsd",
+            "halo_mass_rsd",
+        ],
         device="cpu",
     )
     return generate_store(cfg, progress=False)

@@ -257,7 +257,8 @@ def test_pm_store_holds_its_catalogue_and_halo_fields(tiny_halo_store):
     store = tiny_halo_store
     assert store.halos == {"finder": "fof", "linking_length": 0.2, "min_particles": 10}
     channels = {f"halos_m{i}{s}" for i in range(6) for s in ("", "_rsd")}
-    assert set(store.fields) == {"density", "halo_velocity_rsd", "velocity_linear_halos_rsd"} | channels
+    pooled = {"density", "halo_velocity_rsd", "velocity_linear_halos_rsd", "halo_mass_rsd"}
+    assert set(store.fields) == pooled | channels
     cat = store.read_halos("sim_00001")
     m_p = particle_mass(store.cosmology("sim_00001"), 64.0, 32)
     assert len(cat) > 10 and cat.finder == "fof" and cat.min_particles == 10

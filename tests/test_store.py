@@ -76,6 +76,10 @@ def test_missing_field_nan_and_schema_errors(tmp_path):
     store, _ = _small_store(tmp_path / "s")
     with h5py.File(store.path("s0"), "a") as f:
         f["fields/density"][0, 0, 0, 0] = np.nan
+    with pytest.raises(StoreError, match=r"s0\.h5: field 'density' of simulation s0 fails its checksum"):
+        store.read("s0", "density")  # the overwrite itself is caught first
+    with h5py.File(store.path("s0"), "a") as f:
+        del f["fields/density"].attrs["chunk_crc32"]  # as in a store written before checksums
     with pytest.raises(StoreError, match=r"s0\.h5: field 'density' holds NaN"):
         store.read("s0", "density")
     with h5py.File(store.path("s1"), "a") as f:

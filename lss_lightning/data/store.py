@@ -485,7 +485,7 @@ class FieldStore:
             )
         if not np.isfinite(data).all():
             raise StoreError(
-                f"{self.path(sim_id)}: field {name!r} of simulation {sim_id} holds NaN or inf; {fix}"
+                f"{self.path(sim_id)}: field {name!r} holds NaN or inf (simulation {sim_id}); {fix}"
             )
         return data
 
