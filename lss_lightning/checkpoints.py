@@ -73,11 +73,13 @@ def damage(path: str | os.PathLike) -> str | None:
 def load(path: str | os.PathLike, map_location="cpu", mmap: bool = False) -> dict:
     """A checkpoint read with torch's safe (weights-only) unpickler; ``mmap``: tensors read lazily.
     Raises ``CheckpointError`` naming the file when it is not a whole checkpoint or not a plain one."""
-    problem = damage(path)
-    if problem:
-        raise CheckpointError(f"{path} cannot be loaded: {problem}; give another checkpoint file")
+    if not zipfile.is_zipfile(path):  # cheap (the archive's end); the full CRC pass only on a failed load
+        raise CheckpointError(f"{path} cannot be loaded: {damage(path)}; give another checkpoint file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
+        problem = damage(path) or str(err).splitlines()[0]
+        raise CheckpointError(f"{path} cannot be loaded: {problem}; give another checkpoint file") from err
     except pickle.UnpicklingError as err:
         if "omegaconf" not in str(err):  # not one of our old checkpoints: never suggest unpickling it
             raise CheckpointError(

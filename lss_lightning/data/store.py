@@ -623,42 +623,40 @@ def fill_store(
         def report(done: int, total: int, label: str) -> None:
             bar.update(steps, completed=done, total=total, description=f"  {label}", visible=True)
 
-        def make(sim: Mapping) -> None:
-            """Write one simulation under its lock (the caller holds it), unless another writer finished it."""
-            if store.is_complete(sim["id"]):
-                return
-            if remove_partial_files(root, sim["file"]):  # ours to remove: we hold the lock
-                log.info(
-                    "store %s: removed the partial file of %s left by an interrupted run", root, sim["id"]
-                )
-            start = time.perf_counter()
-            products = produce(sim, report)
-            bar.update(steps, description="  writing", visible=True)
-            write_simulation(
-                root,
-                manifest,
-                sim,
-                products.fields,
-                chunk=chunk,
-                compression=compression,
-                extra_attrs=products.attrs,
-                halos=products.halos,
-            )
-            log.debug("%s written in %.2f s", sim["id"], time.perf_counter() - start)
-
-        held_elsewhere = []
-        for sim in todo:  # simulations another writer is making are left to it, then awaited
-            with simulation_lock(root, sim["id"], wait=False) as mine:
+        def make(sim: Mapping, wait: bool) -> bool:
+            """Write one simulation under its lock, unless another writer finished it; False (nothing done)
+            when another writer holds the lock and ``wait`` is false."""
+            with simulation_lock(root, sim["id"], wait=wait) as mine:
                 if not mine:
-                    held_elsewhere.append(sim)
-                    continue
-                make(sim)
+                    return False
+                if not store.is_complete(sim["id"]):  # a writer that held the lock may have finished it
+                    if remove_partial_files(root, sim["file"]):  # ours to remove: we hold the lock
+                        log.info(
+                            "store %s: removed the partial file of %s left by an interrupted run",
+                            root,
+                            sim["id"],
+                        )
+                    start = time.perf_counter()
+                    products = produce(sim, report)
+                    bar.update(steps, description="  writing", visible=True)
+                    write_simulation(
+                        root,
+                        manifest,
+                        sim,
+                        products.fields,
+                        chunk=chunk,
+                        compression=compression,
+                        extra_attrs=products.attrs,
+                        halos=products.halos,
+                    )
+                    log.debug("%s written in %.2f s", sim["id"], time.perf_counter() - start)
             bar.advance(task)
             bar.update(steps, visible=False)
+            return True
+
+        # simulations another writer is making are left to it, then awaited (made here only if it died)
+        held_elsewhere = [sim for sim in todo if not make(sim, wait=False)]
         for sim in held_elsewhere:
             log.info("store %s: %s is being written by another process; waiting for it", root, sim["id"])
-            with simulation_lock(root, sim["id"], wait=True):
-                make(sim)  # only if the other writer died before finishing it
-            bar.advance(task)
-            bar.update(steps, visible=False)
+            make(sim, wait=True)
     return store
