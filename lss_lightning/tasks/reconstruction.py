@@ -15,6 +15,8 @@ first ``velocity_linear*`` input when the target is a velocity of the same kind 
 Loss weights: a batch may carry ``weight`` (B, 1, crop, crop, crop), e.g. the haloes' CIC mass per cell
 (``data.loss_weight``); the loss is then the weighted mean over cells (``tasks.losses.weighted_cell_mean``),
 so cells of weight 0 (no halo) do not count. ``loss_weight_floor`` is added to every weight.
+``residual_gain``: the baseline is multiplied by a learnable factor per channel (starting at 1), e.g. the
+1/b of a linear velocity from biased tracers, or the damping of linear theory at the haloes.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class VelocityReconstruction(TaskModule):
         metric_k: Sequence[float] = (0.1, 0.3, 0.5, 1.0),
         compile: bool = False,
         residual_of: str | None = None,
+        residual_gain: bool = False,
         loss_weight_floor: float = 0.0,
     ):
         super().__init__(optimizer, scheduler, scheduler_interval)
@@ -71,6 +74,10 @@ class VelocityReconstruction(TaskModule):
         baseline = residual_baseline(self.input_layouts, self.target_layouts, residual_of)
         self.hparams["residual_of"] = baseline[0] if baseline else None  # "auto" resolved, as recorded
         self.baseline_channels = baseline[1:] if baseline else None
+        if residual_gain and baseline is None:
+            raise ValueError("model.residual_gain=true needs a residual target: set model.residual_of")
+        # one learnable factor per baseline channel, starting at 1 (the untrained network is the baseline)
+        self.baseline_gain = nn.Parameter(torch.ones(baseline[2])) if residual_gain else None
         if loss == "magnitude_direction":
             if len(self.target_layouts) != 1 or self.target_layouts[0].kind != "vector":
                 raise ValueError("the magnitude_direction loss needs exactly one vector target (velocity)")
@@ -112,7 +119,10 @@ class VelocityReconstruction(TaskModule):
         first, count = self.baseline_channels
         pads = [(n - m) // 2 for n, m in zip(x.shape[2:], size, strict=True)]
         window = tuple(slice(p, p + m) for p, m in zip(pads, size, strict=True))
-        return x[(slice(None), slice(first, first + count), *window)].float()
+        base = x[(slice(None), slice(first, first + count), *window)].float()
+        if self.baseline_gain is not None:
+            base = base * self.baseline_gain.view(1, -1, *([1] * len(size)))
+        return base
 
     def to_physical(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Raw network output for the physical-unit input batch ``x`` -> the target in its units."""
