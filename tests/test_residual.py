@@ -40,7 +40,8 @@ class ZeroNet(nn.Module):
 
 
 def _task(loss="mse", residual_of="velocity_linear", inputs=(DENSITY, LINEAR), **kwargs):
-    task = VelocityReconstruction(**kwargs,
+    task = VelocityReconstruction(
+        **kwargs,
         net=ZeroNet,
         input_layouts=list(inputs),
         target_layouts=[VELOCITY],

@@ -178,3 +178,18 @@ def test_summaries_are_standardised_with_training_statistics():
         SummaryStatistics(["correlation_function"], xi_bins=40).check(16, 1)
     with pytest.raises(ValueError, match="unknown summaries"):
         SummaryStatistics(["bispectrum"])
+
+
+def test_slice_means_are_the_counts_per_redshift_slice_of_a_light_cone():
+    g = torch.Generator().manual_seed(3)
+    counts = torch.poisson(torch.full((2, 1, 8, 8, 16), 0.5), generator=g)  # (RA, DEC, z) histograms
+    summaries = SummaryStatistics(["slice_means"], slice_bins=4)
+    expected = counts.sum((1, 2, 3)).reshape(2, 4, 4).sum(-1) / (8 * 8 * 4)  # haloes per cell in each slice
+    assert torch.allclose(summaries.raw(counts), expected)
+    # a slice of twice the haloes doubles its feature and no other
+    more = counts.clone()
+    more[..., 4:8] *= 2
+    change = summaries.raw(more) - summaries.raw(counts)
+    assert torch.allclose(change[:, 1], expected[:, 1]) and change[:, [0, 2, 3]].abs().max() == 0
+    with pytest.raises(ValueError, match="slice_bins=5 must divide the crop side 16"):
+        SummaryStatistics(["slice_means"], slice_bins=5).check(16, 1)

@@ -170,8 +170,8 @@ class ParameterInference(TaskModule):
     scheduler: partials (Hydra ``_partial_: true``); loss: "mse", "moment" or "gaussian_nll"; img_size:
     cube side passed to the net (needed by ViT3D, omitted when None); fourier_channel, summaries,
     summary_field (None: the first scalar input field): the optional inputs of the module docstring;
-    n_summary_bins / summary_binning (P(k)), xi_bins / xi_range (xi(r)), scattering_*: their settings
-    (``tasks.summaries``); summary_stats_batches: batches of training crops their standardisation is
+    n_summary_bins / summary_binning (P(k)), xi_bins / xi_range (xi(r)), slice_bins (slice_means),
+    scattering_*: their settings (``tasks.summaries``); summary_stats_batches: batches of training crops their standardisation is
     computed from."""
 
     target_kind = "parameters"  # what the data module must provide as targets (checked by run.build_model)
@@ -193,6 +193,7 @@ class ParameterInference(TaskModule):
         n_summary_bins: int = 8,
         summary_binning: str = "log",
         xi_bins: int = 8,
+        slice_bins: int = 16,
         xi_range: Sequence[float] = (0.0, 0.5),
         scattering_J: int = 3,
         scattering_L: int = 2,
@@ -214,6 +215,7 @@ class ParameterInference(TaskModule):
                 pk_bins=n_summary_bins,
                 pk_binning=summary_binning,
                 xi_bins=xi_bins,
+                slice_bins=slice_bins,
                 xi_range=xi_range,
                 scattering_J=scattering_J,
                 scattering_L=scattering_L,

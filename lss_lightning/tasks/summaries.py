@@ -14,6 +14,8 @@ each crop treated as a periodic cube of n cells per side:
 - ``scattering``: log of the 3D solid-harmonic scattering coefficients (``fields.scattering``) with
   ``scattering_J`` scales from ``scattering_sigma`` cells, l = 0..``scattering_L`` and integral powers
   ``scattering_powers``.
+- ``slice_means``: the crop's mean in ``slice_bins`` equal slices along its last axis (all channels); on a
+  light cone's (RA, DEC, z) histogram, the tracer counts per redshift slice (dN/dz, after the transform).
 
 ``SummaryStatistics`` concatenates the chosen summaries in the order given and standardises each feature
 with its mean and standard deviation over crops of training simulations (``fit``); the statistics are
@@ -36,7 +38,7 @@ from lss_lightning.fields.spectra import (
     shell_modes,
 )
 
-SUMMARIES = ("power_spectrum", "correlation_function", "scattering")
+SUMMARIES = ("power_spectrum", "correlation_function", "scattering", "slice_means")
 BINNINGS = ("linear", "log")
 
 
@@ -108,6 +110,7 @@ class SummaryStatistics(nn.Module):
         scattering_L: int = 2,
         scattering_sigma: float = 1.0,
         scattering_powers: Sequence[float] = (0.5, 1.0, 2.0),
+        slice_bins: int = 16,
     ):
         super().__init__()
         self.names = [str(s) for s in names]
@@ -130,7 +133,9 @@ class SummaryStatistics(nn.Module):
             "sigma": float(scattering_sigma),
             "powers": [float(q) for q in scattering_powers],
         }
+        self.slice_bins = int(slice_bins)
         sizes = {
+            "slice_means": self.slice_bins,
             "power_spectrum": self.pk_bins,
             "correlation_function": self.xi_bins,
             "scattering": scattering_size(
@@ -152,6 +157,10 @@ class SummaryStatistics(nn.Module):
             power_shells(n, self.pk_bins, self.pk_binning)
         if "correlation_function" in self.names:
             xi_edges(n, self.xi_bins, self.xi_range)
+        if "slice_means" in self.names and (self.slice_bins < 1 or n % self.slice_bins):
+            raise ValueError(
+                f"slice_bins={self.slice_bins} must divide the crop side {n} (the slices of slice_means)"
+            )
         if "scattering" in self.names:
             if channels != 1:
                 raise ValueError(
@@ -169,6 +178,8 @@ class SummaryStatistics(nn.Module):
                 parts.append(torch.log(power.clamp(min=1e-30)))
             elif name == "correlation_function":
                 parts.append(batch_correlation_function(x, xi_edges(n, self.xi_bins, self.xi_range)))
+            elif name == "slice_means":
+                parts.append(x.mean(dim=(1, 2, 3)).reshape(len(x), self.slice_bins, -1).mean(-1))
             else:
                 s = self.scattering
                 coefficients = solid_harmonic_scattering(x[:, 0], s["J"], s["L"], s["sigma"], s["powers"])
