@@ -18,7 +18,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from lss_lightning.data.crops import cube_symmetries
-from lss_lightning.data.modules import CropGeometry, FieldCropDataset
+from lss_lightning.data.datamodule import CropGeometry, FieldCropDataset
 from lss_lightning.data.normalisation import FieldLayout
 from lss_lightning.data.store import FieldStore
 from lss_lightning.mocks.generate import MockConfig, generate_store

@@ -101,6 +101,7 @@ def construction(data_overrides: list[str], threads: int = 2) -> dict:
     from omegaconf import OmegaConf
 
     from lss_lightning.cosmology import Cosmology
+    from lss_lightning.mocks.fof import particle_mass
     from lss_lightning.mocks.generate import (
         MockConfig,
         design,
@@ -108,7 +109,6 @@ def construction(data_overrides: list[str], threads: int = 2) -> dict:
         initial_particles,
         lightcone_snapshots,
     )
-    from lss_lightning.mocks.halos import particle_mass
     from lss_lightning.mocks.lightcone import histogram, place_on_lightcone
 
     torch.set_num_threads(threads)
@@ -235,7 +235,7 @@ def summary_features(counts: np.ndarray) -> np.ndarray:
 def summary_baseline(store_path: str, lam: float = 0.1) -> dict:
     """Ridge regression of the parameters on ``summary_features``, fitted on the training and validation
     cones of the data module's split (by box) and scored on its test cones: the floor the networks must beat."""
-    from lss_lightning.data.modules import load_or_make_splits
+    from lss_lightning.data.datamodule import load_or_make_splits
     from lss_lightning.data.store import FieldStore
 
     cfg = _compose(["data=lightcone_w0wa"])

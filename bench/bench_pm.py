@@ -89,7 +89,7 @@ def power_ratio(positions) -> np.ndarray:
 def watson_dndlnm(masses: np.ndarray) -> np.ndarray:
     """Watson et al. (2013) FoF dn/dlnM in (h/Mpc)^3 at z = 0, sigma(M) from CAMB's linear P(k)."""
     from lss_lightning.cosmology import Cosmology
-    from lss_lightning.mocks.halos import RHO_CRIT
+    from lss_lightning.mocks.fof import RHO_CRIT
 
     cosmo = Cosmology()
     rho = cosmo.Omega_m * RHO_CRIT
@@ -322,7 +322,7 @@ SWEEP = ((5, 2), (10, 1), (10, 2), (20, 2), (10, 3))  # (steps, mesh_factor)
 def sweep() -> None:
     """P(k) ratios and haloes above 100 particles (vs Watson) for several steps and mesh factors, seed 1."""
     from lss_lightning.cosmology import Cosmology
-    from lss_lightning.mocks.halos import particle_mass
+    from lss_lightning.mocks.fof import particle_mass
 
     m_p = particle_mass(Cosmology(), BOX, N)
     grid = np.geomspace(100 * m_p, 800 * m_p, 33)
@@ -349,7 +349,7 @@ def main(seeds: int, big: bool, with_sweep: bool) -> None:
     import torch
 
     from lss_lightning.cosmology import Cosmology
-    from lss_lightning.mocks.halos import particle_mass
+    from lss_lightning.mocks.fof import particle_mass
 
     torch.set_num_threads(2)
     print(f"load average at start: {os.getloadavg()[0]:.2f} (timings assume an otherwise idle machine)")

@@ -1,4 +1,4 @@
-"""Where the Hydra configs live and the resolvers they use; no paths depend on the working directory.
+"""Where the Hydra configs live, the resolvers they use and plain() containers; no paths depend on the working directory.
 
 ``${lss_root:}`` is the repository root (the folder holding ``conf/`` beside the installed package),
 so ``paths.data_dir`` and ``paths.log_dir`` are absolute wherever a command starts. ``${run_name:}``
@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -94,3 +96,16 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every OmegaConf container (at any depth) turned into dicts and lists."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(plain(v) for v in value)
+    return value

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from lss_lightning.channels_last import ChannelsLast3d
+from lss_lightning.run.callbacks import ChannelsLast3d
 
 
 def _trainer(device: str):

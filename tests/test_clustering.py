@@ -8,10 +8,10 @@ import torch
 
 from lss_lightning.cosmology import Cosmology
 from lss_lightning.evaluate.clustering import correlation_s_mu, kaiser_multipoles, volume_average
-from lss_lightning.evaluate.halos import HaloVelocityEvaluation, quadrupole_residual
-from lss_lightning.fields.catalogue import HaloCatalogue, parse_mass_bins
+from lss_lightning.evaluate.halo_velocities import HaloVelocityEvaluation, quadrupole_residual
 from lss_lightning.fields.mesh import cic_readout
 from lss_lightning.fields.spectra import correlation_function
+from lss_lightning.fields.tracers import HaloCatalogue, parse_mass_bins
 from lss_lightning.fields.velocity import linear_velocity
 from lss_lightning.mocks.ics import gaussian_field_k
 

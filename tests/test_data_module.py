@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lss_lightning.data.modules import FieldCropDataModule, FieldCropDataset, split_simulations
+from lss_lightning.data.datamodule import FieldCropDataModule, FieldCropDataset, split_simulations
 from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout, field_statistics
 from lss_lightning.fields.velocity import linear_velocity
 
@@ -92,7 +92,7 @@ def test_augmented_crop_pairs_obey_the_linear_operator(tiny_store):
     layouts_in = [FieldLayout("density", "scalar", 1)]
     layouts_out = [FieldLayout("velocity_linear", "vector", 3)]
     from lss_lightning.data.crops import cube_symmetries
-    from lss_lightning.data.modules import CropGeometry
+    from lss_lightning.data.datamodule import CropGeometry
 
     ds = FieldCropDataset(
         tiny_store.root,

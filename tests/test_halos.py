@@ -14,11 +14,11 @@ from conftest import WU2023_BINS
 
 from lss_lightning.cosmology import Cosmology
 from lss_lightning.data.store import FieldStore, StoreError
-from lss_lightning.fields.catalogue import HaloCatalogue, catalogue_fields, parse_mass_bins
 from lss_lightning.fields.mesh import cic_paint
+from lss_lightning.fields.tracers import HaloCatalogue, catalogue_fields, parse_mass_bins
 from lss_lightning.fields.velocity import linear_velocity, redshift_space_positions
+from lss_lightning.mocks.fof import friends_of_friends, particle_mass
 from lss_lightning.mocks.generate import MockConfig, generate_store
-from lss_lightning.mocks.halos import friends_of_friends, particle_mass
 
 BOX = 50.0
 
@@ -414,7 +414,7 @@ def test_preflight_sees_the_halo_channels_a_store_will_have(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from lss_lightning.config import CONF_DIR
-    from lss_lightning.preflight import store_facts
+    from lss_lightning.run.preflight import store_facts
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 from lss_lightning.fields.spectra import power_spectrum
 from lss_lightning.models.cnn import CNN3D
 from lss_lightning.models.vit import create_vit3d
-from lss_lightning.tasks.inference import ParameterInference, binned_power_spectrum, fourier_power_channels
 from lss_lightning.tasks.losses import GaussianNLLLoss, MomentNetworkLoss, moment_network_loss
+from lss_lightning.tasks.parameters import ParameterInference, binned_power_spectrum, fourier_power_channels
 from lss_lightning.tasks.summaries import summary_bin_edges
 
 # -- moment-network loss -----------------------------------------------------------------------------

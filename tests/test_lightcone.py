@@ -10,7 +10,7 @@ import pytest
 from scipy.integrate import quad
 
 from lss_lightning.cosmology import SPEED_OF_LIGHT, Cosmology
-from lss_lightning.fields.catalogue import HaloCatalogue
+from lss_lightning.fields.tracers import HaloCatalogue
 from lss_lightning.mocks.generate import MockConfig, generate_store
 from lss_lightning.mocks.lightcone import LightconeSettings, histogram, place_on_lightcone, sky_coordinates
 
@@ -315,7 +315,7 @@ def test_rotated_cone_of_rotated_catalogue_equals_the_plus_x_cone(direction):
 def test_store_with_several_cones_per_box_records_them_and_splits_by_box(tmp_path):
     """cones_per_box = 3: n_sims boxes give 3 entries each (box, observer, direction recorded), each box runs
     once for its cones and they equal the cone made alone; a grouped split keeps a box's cones together."""
-    from lss_lightning.data.modules import load_or_make_splits
+    from lss_lightning.data.datamodule import load_or_make_splits
     from lss_lightning.mocks.generate import design, simulate
 
     common = dict(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lss_lightning.evaluate.metrics import CropCorrelation
+from lss_lightning.tasks.metrics import CropCorrelation
 
 
 def test_crop_correlation_of_identical_scaled_and_negated_crops():

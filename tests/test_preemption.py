@@ -12,8 +12,8 @@ import pytest
 import torch
 from run_configs import finish, run_train_py, start_train_py, tiny_training
 
-from lss_lightning import checkpoints
-from lss_lightning.preemption import EXIT_PREEMPTED
+from lss_lightning.run import checkpoints
+from lss_lightning.run.preemption import EXIT_PREEMPTED
 
 STEPS_PER_EPOCH = 4  # 2 training boxes x 8 tiles of 8^3 cells, batches of 4
 EPOCHS = 3

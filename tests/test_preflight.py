@@ -10,9 +10,9 @@ import torch
 from omegaconf import OmegaConf
 from run_configs import compose_config, run_train_py
 
-from lss_lightning.data.modules import FieldCropDataModule
-from lss_lightning.preflight import ConfigError
+from lss_lightning.data.datamodule import FieldCropDataModule
 from lss_lightning.run import train
+from lss_lightning.run.preflight import ConfigError
 
 TINY = ["data.crop=8", "data.pad=6", "data.batch_size=4", "data.num_workers=0", "model.net.width=4"]
 

@@ -20,12 +20,11 @@ import torch
 from run_configs import TINY as RUN_TINY
 from run_configs import compose_config
 
-from lss_lightning import checkpoints
-from lss_lightning.data.modules import FieldCropDataModule
+from lss_lightning.data.datamodule import FieldCropDataModule
 from lss_lightning.data.store import FieldStore, StoreError
 from lss_lightning.mocks.generate import MockConfig, generate_store
-from lss_lightning.preflight import ConfigError, check_training_config
-from lss_lightning.run import evaluate, train
+from lss_lightning.run import checkpoints, evaluate, train
+from lss_lightning.run.preflight import ConfigError, check_training_config
 
 TINY = [*RUN_TINY, "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
 _cfg = compose_config
@@ -266,7 +265,7 @@ def test_the_store_lock_lets_other_writers_skip_then_wait(tmp_path):
 def test_sigterm_during_evaluation_exits_143_with_one_message(caplog):
     import signal
 
-    from lss_lightning.preemption import EXIT_PREEMPTED, stop_on_sigterm
+    from lss_lightning.run.preemption import EXIT_PREEMPTED, stop_on_sigterm
 
     with pytest.raises(SystemExit) as stop, caplog.at_level(logging.ERROR):
         with stop_on_sigterm("evaluation"):

@@ -11,9 +11,9 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from lss_lightning.config import CONF_DIR
-from lss_lightning.data.modules import FieldCropDataModule
-from lss_lightning.preflight import ConfigError, check_training_config
+from lss_lightning.data.datamodule import FieldCropDataModule
 from lss_lightning.run import train
+from lss_lightning.run.preflight import ConfigError, check_training_config
 from lss_lightning.tasks.losses import MagnitudeDirectionLoss, encode_magnitude_direction, mse_loss
 from lss_lightning.tasks.reconstruction import VelocityReconstruction, residual_baseline
 

@@ -11,7 +11,7 @@ from run_configs import TINY, compose_config
 
 from lss_lightning.cosmology import latin_hypercube
 from lss_lightning.data.store import SimulationProducts, build_manifest, field_spec, fill_store, sim_file_name
-from lss_lightning.evaluate.inference import read_estimates
+from lss_lightning.evaluate.parameters import read_estimates
 from lss_lightning.run import evaluate, train
 
 

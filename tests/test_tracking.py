@@ -10,8 +10,7 @@ from pathlib import Path
 
 from run_configs import compose_config, tiny_training
 
-from lss_lightning import checkpoints
-from lss_lightning.run import train
+from lss_lightning.run import checkpoints, train
 
 STEPS_PER_EPOCH = 4
 

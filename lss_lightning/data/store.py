@@ -37,8 +37,8 @@ import hdf5plugin
 import numpy as np
 
 from lss_lightning.cosmology import PARAMETER_NAMES, Cosmology
-from lss_lightning.data import checksums
-from lss_lightning.fields.catalogue import HALO_CHANNEL, HALO_VECTOR_FIELDS, HaloCatalogue
+from lss_lightning.fields.tracers import HALO_CHANNEL, HALO_VECTOR_FIELDS, HaloCatalogue
+from lss_lightning.store import checksums
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1

@@ -29,9 +29,9 @@ from lss_lightning.data.store import (
     fill_store,
     write_json_atomic,
 )
-from lss_lightning.evaluate.halos import HaloVelocityEvaluation, quadrupole_residual
-from lss_lightning.fields.catalogue import parse_mass_bins
+from lss_lightning.evaluate.halo_velocities import HaloVelocityEvaluation, quadrupole_residual
 from lss_lightning.fields.spectra import CrossStatistics, cross_statistics
+from lss_lightning.fields.tracers import parse_mass_bins
 from lss_lightning.fields.velocity import curl, divergence, linear_velocity
 
 log = logging.getLogger(__name__)

@@ -44,13 +44,6 @@ from lss_lightning.data.store import (
     fill_store,
     sim_file_name,
 )
-from lss_lightning.fields.catalogue import (
-    HaloCatalogue,
-    catalogue_fields,
-    expand_halo_fields,
-    is_catalogue_field,
-    parse_mass_bins,
-)
 from lss_lightning.fields.particles import (
     LINEAR_FIELDS,
     PARTICLE_FIELDS,
@@ -58,7 +51,14 @@ from lss_lightning.fields.particles import (
     add_linear_velocities,
     fields_to_paint,
 )
-from lss_lightning.mocks.halos import friends_of_friends, particle_mass
+from lss_lightning.fields.tracers import (
+    HaloCatalogue,
+    catalogue_fields,
+    expand_halo_fields,
+    is_catalogue_field,
+    parse_mass_bins,
+)
+from lss_lightning.mocks.fof import friends_of_friends, particle_mass
 from lss_lightning.mocks.ics import gaussian_field_k
 from lss_lightning.mocks.lightcone import LightconeSettings, histogram, place_on_lightcone
 from lss_lightning.mocks.lpt import Particles, lpt_particles

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torchmetrics import Metric
 
-from lss_lightning.checkpoints import plain
+from lss_lightning.config import plain
 
 
 class WeightedMean(Metric):

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout, as_layouts
-from lss_lightning.evaluate.metrics import CropCorrelation
 from lss_lightning.tasks.base import TaskModule
 from lss_lightning.tasks.losses import ENCODED_CHANNELS, make_loss
+from lss_lightning.tasks.metrics import CropCorrelation
 
 log = logging.getLogger(__name__)
 

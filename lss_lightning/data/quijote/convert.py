@@ -2,7 +2,7 @@
 
 Per simulation the converter streams the snapshot file by file into CIC grids (density, momentum and
 mass-weighted velocity, real and redshift space; see ``lss_lightning.fields.particles``), grids a FoF or
-Rockstar catalogue (mass-bin channels, halo velocity; ``lss_lightning.fields.catalogue``, the code the mocks
+Rockstar catalogue (mass-bin channels, halo velocity; ``lss_lightning.fields.tracers``, the code the mocks
 use) and stores the catalogue itself in the file's ``halos/`` group, or reads a precomputed ``3D_cubes`` density.
 ``velocity_linear[_rsd]`` is the linear-theory velocity of ``density[_rsd]`` (as in the mock stores).
 Shard k of K converts simulations k, k + K, ...; every shard writes the same manifest, so K jobs
@@ -39,19 +39,19 @@ from lss_lightning.data.store import (
     fill_store,
     sim_file_name,
 )
-from lss_lightning.fields.catalogue import (
-    HaloCatalogue,
-    catalogue_fields,
-    expand_halo_fields,
-    is_catalogue_field,
-    parse_mass_bins,
-)
 from lss_lightning.fields.particles import (
     LINEAR_FIELDS,
     PARTICLE_FIELDS,
     ParticleGridder,
     add_linear_velocities,
     fields_to_paint,
+)
+from lss_lightning.fields.tracers import (
+    HaloCatalogue,
+    catalogue_fields,
+    expand_halo_fields,
+    is_catalogue_field,
+    parse_mass_bins,
 )
 
 log = logging.getLogger(__name__)

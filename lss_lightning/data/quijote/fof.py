@@ -18,7 +18,7 @@ import numpy as np
 
 from lss_lightning.data.quijote.errors import QuijoteError
 from lss_lightning.data.quijote.layout import missing_path_error
-from lss_lightning.fields.catalogue import HaloCatalogue
+from lss_lightning.fields.tracers import HaloCatalogue
 
 HEADER_FIELDS = [
     ("n_groups", "i4"),

@@ -19,7 +19,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from lss_lightning.cosmology import Cosmology
-from lss_lightning.fields.catalogue import HaloCatalogue
+from lss_lightning.fields.tracers import HaloCatalogue
 
 RHO_CRIT = 2.77536627e11  # critical density today in (Msun/h) / (Mpc/h)^3
 
@@ -99,6 +99,6 @@ def friends_of_friends(
         linking_length=float(linking_length),
         min_particles=int(min_particles),
         finder="fof",
-        source="lss_lightning.mocks.halos",
+        source="lss_lightning.mocks.fof",
     )
     return catalogue, halo

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, open_dict
 
-from lss_lightning import checkpoints
+from lss_lightning.run import checkpoints
 
 
 def wandb_loggers(cfg: DictConfig) -> Iterator[tuple[str, DictConfig]]:

@@ -24,10 +24,9 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lss_lightning import checkpoints, tracking
 from lss_lightning.cosmology import PARAMETER_ALIASES, PARAMETER_NAMES, resolve_prior
 from lss_lightning.data.crops import tile_corners
-from lss_lightning.data.modules import (
+from lss_lightning.data.datamodule import (
     CropGeometry,
     lightcone_geometry_problem,
     parameter_name,
@@ -35,7 +34,9 @@ from lss_lightning.data.modules import (
 )
 from lss_lightning.data.normalisation import FieldLayout
 from lss_lightning.data.store import FieldSpec, FieldStore, field_spec
-from lss_lightning.memory import StepMemory, available_bytes, leaf_output_bytes
+from lss_lightning.run import checkpoints
+from lss_lightning.run.memory import StepMemory, available_bytes, leaf_output_bytes
+from lss_lightning.run.wandb import has_credentials, is_offline, wandb_loggers
 from lss_lightning.tasks.reconstruction import residual_baseline
 
 log = logging.getLogger(__name__)
@@ -538,8 +539,8 @@ def check_memory(
 # -- tracking -------------------------------------------------------------------------------------------
 def check_wandb(cfg: DictConfig) -> None:
     """Online W&B logging needs credentials; without them wandb.init would stop and prompt for a key."""
-    for name, logger in tracking.wandb_loggers(cfg):
-        if not tracking.is_offline(logger) and not tracking.has_credentials():
+    for name, logger in wandb_loggers(cfg):
+        if not is_offline(logger) and not has_credentials():
             raise ConfigError(
                 "W&B online logging needs credentials (WANDB_API_KEY, or `wandb login` on this machine); "
                 "none were found, and wandb would stop to prompt for them",

@@ -11,7 +11,7 @@ How the pieces fit together (Lightning 2.x):
   automatically, ``auto_requeue=True``) saves ``<run>/hpc_ckpt_<n>.ckpt`` and runs ``scontrol requeue``;
   SLURM then stops the job with SIGTERM, as above.
 - The requeued job starts in the same run directory (``conf/hydra``: named after the SLURM job id) and
-  ``ckpt_path=last`` resumes from the newest of those checkpoints (``lss_lightning.checkpoints``).
+  ``ckpt_path=last`` resumes from the newest of those checkpoints (``lss_lightning.run.checkpoints``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lss_lightning.checkpoints import PREEMPTED_NAME
+from lss_lightning.run.checkpoints import PREEMPTED_NAME
 
 log = logging.getLogger(__name__)
 

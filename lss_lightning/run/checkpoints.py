@@ -26,31 +26,18 @@ import os
 import pickle
 import shutil
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lss_lightning.config import plain
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"  # inside the run directory (conf/callbacks/default.yaml)
 PREEMPTED_NAME = "preempted"  # <run>/checkpoints/preempted.ckpt, written on SIGTERM
-
-
-def plain(value: Any) -> Any:
-    """``value`` with every OmegaConf container (at any depth) turned into dicts and lists."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(plain(v) for v in value)
-    return value
 
 
 class CheckpointError(ValueError):
@@ -89,7 +76,7 @@ def load(path: str | os.PathLike, map_location="cpu", mmap: bool = False) -> dic
         raise CheckpointError(
             f"{path} is an lss-lightning checkpoint from before checkpoints were plain (it holds Hydra "
             "containers), so it cannot be loaded safely. If you wrote it yourself, convert it once: "
-            f"python -c \"from lss_lightning.checkpoints import upgrade; upgrade('{path}')\""
+            f"python -c \"from lss_lightning.run.checkpoints import upgrade; upgrade('{path}')\""
         ) from err
 
 

@@ -21,12 +21,13 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from lss_lightning import checkpoints, tracking
-from lss_lightning.checkpoints import resolve_checkpoint
 from lss_lightning.config import register_resolvers, resolve_device
-from lss_lightning.data.modules import parameter_name
-from lss_lightning.preemption import EXIT_PREEMPTED, stop_on_sigterm
-from lss_lightning.preflight import check_training_config
+from lss_lightning.data.datamodule import parameter_name
+from lss_lightning.run import checkpoints
+from lss_lightning.run.checkpoints import resolve_checkpoint
+from lss_lightning.run.preemption import EXIT_PREEMPTED, stop_on_sigterm
+from lss_lightning.run.preflight import check_training_config
+from lss_lightning.run.wandb import assign_run_ids
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -129,7 +130,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.paths.output_dir)
     resume = resolve_checkpoint(cfg.get("ckpt_path"), out_dir) if cfg.get("train", True) else None
     check_training_config(cfg, resume)  # before any data is read or generated
-    tracking.assign_run_ids(cfg, resume)  # a resumed training continues its W&B run
+    assign_run_ids(cfg, resume)  # a resumed training continues its W&B run
     out_dir.mkdir(parents=True, exist_ok=True)
     fiducial = (cfg.get("evaluation") or {}).get("fiducial_store")
     if cfg.get("evaluate", True) and fiducial and not (Path(fiducial) / "manifest.json").exists():
@@ -255,7 +256,7 @@ def run_evaluation(cfg: DictConfig, model, dm, out_dir: Path, loggers=()) -> dic
         "input_names": dm.input_names,
     }
     if dm.target_kind == "parameters":
-        from lss_lightning.evaluate.inference import evaluate_inference, plot_parameters
+        from lss_lightning.evaluate.parameters import evaluate_inference, plot_parameters
 
         metrics = evaluate_inference(
             model,
