@@ -18,10 +18,11 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from lss_lightning.data.crops import cube_symmetries
-from lss_lightning.data.datamodule import CropGeometry, FieldCropDataset
+from lss_lightning.data.dataset import CropGeometry, FieldCropDataset
 from lss_lightning.data.normalisation import FieldLayout
-from lss_lightning.data.store import FieldStore
-from lss_lightning.mocks.generate import MockConfig, generate_store
+from lss_lightning.mocks.config import MockConfig
+from lss_lightning.mocks.generate import generate_store
+from lss_lightning.store.reader import FieldStore
 
 INPUTS = [FieldLayout("density", "scalar", 1)]
 TARGETS = [FieldLayout("velocity", "vector", 3)]

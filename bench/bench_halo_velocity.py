@@ -35,7 +35,8 @@ from bench_velocity_unet import compact, halo_table
 from hydra import compose, initialize_config_dir
 
 from lss_lightning.config import CONF_DIR, REPO_ROOT
-from lss_lightning.run import build_data, train
+from lss_lightning.run import train
+from lss_lightning.run.assemble import build_data
 
 # + the matter density for the bias; halo_mass_rsd for wu2023_hybrid's halo-weighted loss
 FIELDS = "data.generate.fields=[halos_rsd,velocity_linear_halos_rsd,halo_velocity_rsd,halo_mass_rsd,density]"
@@ -72,10 +73,10 @@ def halo_bias(store_root: str, sims: list[str]) -> float:
     """Linear bias of all haloes in the bins: sqrt(P_hh / P_mm) over k < 0.1 h/Mpc, real space."""
     import torch
 
-    from lss_lightning.data.store import FieldStore
     from lss_lightning.fields.mesh import cic_paint
     from lss_lightning.fields.spectra import power_spectrum
-    from lss_lightning.fields.tracers import in_any_bin, parse_mass_bins
+    from lss_lightning.store.reader import FieldStore
+    from lss_lightning.store.schema import in_any_bin, parse_mass_bins
 
     store = FieldStore(store_root)
     bins = parse_mass_bins(store.manifest["generator"]["mass_bins"])

@@ -98,24 +98,17 @@ def construction(data_overrides: list[str], threads: int = 2) -> dict:
     """Wall and CPU seconds per stage of one box (same process, after CAMB) with all its cones, haloes per
     cone, replicas used."""
     import torch
-    from omegaconf import OmegaConf
 
     from lss_lightning.cosmology import Cosmology
+    from lss_lightning.mocks.config import MockConfig
+    from lss_lightning.mocks.design import design
     from lss_lightning.mocks.fof import particle_mass
-    from lss_lightning.mocks.generate import (
-        MockConfig,
-        design,
-        find_haloes,
-        initial_particles,
-        lightcone_snapshots,
-    )
     from lss_lightning.mocks.lightcone import histogram, place_on_lightcone
+    from lss_lightning.mocks.simulate import find_haloes, initial_particles, lightcone_snapshots
 
     torch.set_num_threads(threads)
     cfg = _compose(["data=lightcone_w0wa", *data_overrides])
-    mock = MockConfig(
-        **{**OmegaConf.to_container(cfg.data.generate, resolve=True), "store": "unused", "device": "cpu"}
-    )
+    mock = MockConfig.from_mapping(cfg.data.generate, store="unused", device="cpu")
     sim = design(mock)[0]
     cosmo = Cosmology.from_mapping(sim["params"])
     cosmo.linear_power([0.1])
@@ -208,14 +201,13 @@ def run(model: str, seed: int, args: argparse.Namespace, out: Path) -> dict:
 
 def build_store(data_overrides: list[str], path: str) -> float:
     """Build (or finish) a light-cone store; minutes taken."""
-    from omegaconf import OmegaConf
 
-    from lss_lightning.mocks.generate import MockConfig, generate_store
+    from lss_lightning.mocks.config import MockConfig
+    from lss_lightning.mocks.generate import generate_store
 
     cfg = _compose([*data_overrides, f"data.store={path}"])
-    values = OmegaConf.to_container(cfg.data.generate, resolve=True)
     start = time.perf_counter()
-    generate_store(MockConfig(**{**values, "store": path}))
+    generate_store(MockConfig.from_mapping(cfg.data.generate, store=path))
     return (time.perf_counter() - start) / 60
 
 
@@ -235,8 +227,8 @@ def summary_features(counts: np.ndarray) -> np.ndarray:
 def summary_baseline(store_path: str, lam: float = 0.1) -> dict:
     """Ridge regression of the parameters on ``summary_features``, fitted on the training and validation
     cones of the data module's split (by box) and scored on its test cones: the floor the networks must beat."""
-    from lss_lightning.data.datamodule import load_or_make_splits
-    from lss_lightning.data.store import FieldStore
+    from lss_lightning.data.splits import load_or_make_splits
+    from lss_lightning.store.reader import FieldStore
 
     cfg = _compose(["data=lightcone_w0wa"])
     split = dict(cfg.data.split)

@@ -16,7 +16,7 @@ FIELDS = ["density", "velocity", "momentum", "density_rsd", "velocity_linear"]
 
 
 def _config(order: int):
-    from lss_lightning.mocks.generate import MockConfig
+    from lss_lightning.mocks.config import MockConfig
 
     return MockConfig(
         store="unused",
@@ -31,21 +31,21 @@ def _config(order: int):
 
 
 def setup_1lpt():
-    from lss_lightning.mocks.generate import design
+    from lss_lightning.mocks.design import design
 
     cfg = _config(1)
     return cfg, design(cfg)[0]
 
 
 def setup_2lpt():
-    from lss_lightning.mocks.generate import design
+    from lss_lightning.mocks.design import design
 
     cfg = _config(2)
     return cfg, design(cfg)[0]
 
 
 def run(state):
-    from lss_lightning.mocks.generate import simulate
+    from lss_lightning.mocks.simulate import simulate
 
     simulate(*state)
 

@@ -35,7 +35,7 @@ WATSON = {"A": 0.282, "alpha": 2.163, "beta": 1.406, "gamma": 1.210}  # Watson e
 
 
 def _config(solver: str, n: int = N, box: float = BOX, **overrides):
-    from lss_lightning.mocks.generate import MockConfig
+    from lss_lightning.mocks.config import MockConfig
 
     values = dict(
         store="unused", grid=n, particles=n, box_size=box, solver=solver, fields=FIELDS, fixed_amplitude=True
@@ -47,7 +47,7 @@ def _config(solver: str, n: int = N, box: float = BOX, **overrides):
 def run_stages(cfg, seed: int):
     """One simulation stage by stage: (particles, haloes, seconds per stage)."""
     from lss_lightning.cosmology import Cosmology
-    from lss_lightning.mocks.generate import find_haloes, initial_particles, paint_fields, run_solver
+    from lss_lightning.mocks.simulate import find_haloes, initial_particles, paint_fields, run_solver
 
     cosmo = Cosmology()
     cosmo.linear_power([0.1])  # CAMB once, outside the timings
@@ -160,21 +160,21 @@ def mass_function_table(catalogues, m_particle: float) -> list[tuple]:
 
 # -- timing cases (module level: the harness pickles them into fresh processes) -------------------------
 def setup_lpt():
-    from lss_lightning.mocks.generate import design
+    from lss_lightning.mocks.design import design
 
     cfg = _config("lpt")
     return cfg, design(cfg)[0]
 
 
 def setup_pm():
-    from lss_lightning.mocks.generate import design
+    from lss_lightning.mocks.design import design
 
     cfg = _config("pm")
     return cfg, design(cfg)[0]
 
 
 def run_simulation(state):
-    from lss_lightning.mocks.generate import simulate
+    from lss_lightning.mocks.simulate import simulate
 
     simulate(*state, device="cpu")
 
@@ -183,7 +183,7 @@ def setup_big():
     import torch
 
     from lss_lightning.cosmology import Cosmology
-    from lss_lightning.mocks.generate import initial_particles
+    from lss_lightning.mocks.simulate import initial_particles
 
     cfg = _config("pm", n=256, box=512.0, pm={"steps": 2})
     particles, _ = initial_particles(cfg, Cosmology(), 1, "cpu")
@@ -193,7 +193,7 @@ def setup_big():
 
 def run_big(state):
     from lss_lightning.cosmology import Cosmology
-    from lss_lightning.mocks.generate import run_solver
+    from lss_lightning.mocks.simulate import run_solver
 
     cfg, particles = state
     run_solver(cfg, Cosmology(), particles)

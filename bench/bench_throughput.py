@@ -27,8 +27,9 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
 from lss_lightning.config import CONF_DIR
-from lss_lightning.mocks.generate import MockConfig, generate_store
-from lss_lightning.run import build_data, build_model
+from lss_lightning.mocks.config import MockConfig
+from lss_lightning.mocks.generate import generate_store
+from lss_lightning.run.assemble import build_data, build_model
 
 BACKBONES = {
     "unet": ["model=unet", "model.net.name=wu2021", "model.net.width=16", "data.crop=20", "data.pad=6"],

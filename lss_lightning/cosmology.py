@@ -360,3 +360,9 @@ def latin_hypercube(
     return [
         Cosmology.from_mapping(dict(zip(names, row.tolist(), strict=True)), base=fiducial) for row in samples
     ]
+
+
+def parameter_name(name: str) -> str | None:
+    """The canonical cosmological parameter a target name stands for (aliases such as ``w``), or None."""
+    canonical = PARAMETER_ALIASES.get(name, name)
+    return canonical if canonical in PARAMETER_NAMES else None

@@ -19,7 +19,8 @@ def cosmology() -> Cosmology:
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory):
     """A 4-simulation 2LPT store, 16^3 cells in a 64 Mpc/h box, with every mock field (Eisenstein-Hu power)."""
-    from lss_lightning.mocks.generate import MockConfig, generate_store
+    from lss_lightning.mocks.config import MockConfig
+    from lss_lightning.mocks.generate import generate_store
 
     root = tmp_path_factory.mktemp("stores") / "tiny"
     cfg = MockConfig(
@@ -45,7 +46,8 @@ def tiny_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_lh_store(tmp_path_factory):
     """A 6-simulation Latin-hypercube store (Quijote LH prior), 16^3 cells in a 64 Mpc/h box."""
-    from lss_lightning.mocks.generate import MockConfig, generate_store
+    from lss_lightning.mocks.config import MockConfig
+    from lss_lightning.mocks.generate import generate_store
 
     root = tmp_path_factory.mktemp("stores") / "tiny_lh"
     cfg = MockConfig(
@@ -69,7 +71,8 @@ WU2023_BINS = [[7e12, 1e13], [1e13, 1.4e13], [1.4e13, 2e13], [2e13, 3e13], [3e13
 def tiny_halo_store(tmp_path_factory):
     """A 4-simulation particle-mesh store with FoF haloes: 32^3 particles (m_p = 7e11 Msun/h) in 64 Mpc/h,
     16^3 cells, six mass bins from 10 particles up (Wu 2023's channels), halo velocities."""
-    from lss_lightning.mocks.generate import MockConfig, generate_store
+    from lss_lightning.mocks.config import MockConfig
+    from lss_lightning.mocks.generate import generate_store
 
     root = tmp_path_factory.mktemp("stores") / "tiny_halos"
     cfg = MockConfig(

@@ -11,9 +11,9 @@ from lss_lightning.evaluate.clustering import correlation_s_mu, kaiser_multipole
 from lss_lightning.evaluate.halo_velocities import HaloVelocityEvaluation, quadrupole_residual
 from lss_lightning.fields.mesh import cic_readout
 from lss_lightning.fields.spectra import correlation_function
-from lss_lightning.fields.tracers import HaloCatalogue, parse_mass_bins
 from lss_lightning.fields.velocity import linear_velocity
 from lss_lightning.mocks.ics import gaussian_field_k
+from lss_lightning.store.schema import HaloCatalogue, parse_mass_bins
 
 
 def test_poisson_points_are_uncorrelated():

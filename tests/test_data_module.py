@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from lss_lightning.data.datamodule import FieldCropDataModule, FieldCropDataset, split_simulations
+from lss_lightning.data.datamodule import FieldCropDataModule
+from lss_lightning.data.dataset import FieldCropDataset
 from lss_lightning.data.normalisation import ChannelNormaliser, FieldLayout, field_statistics
+from lss_lightning.data.splits import split_simulations
 from lss_lightning.fields.velocity import linear_velocity
 
 
@@ -92,7 +94,7 @@ def test_augmented_crop_pairs_obey_the_linear_operator(tiny_store):
     layouts_in = [FieldLayout("density", "scalar", 1)]
     layouts_out = [FieldLayout("velocity_linear", "vector", 3)]
     from lss_lightning.data.crops import cube_symmetries
-    from lss_lightning.data.datamodule import CropGeometry
+    from lss_lightning.data.dataset import CropGeometry
 
     ds = FieldCropDataset(
         tiny_store.root,

@@ -9,7 +9,8 @@ import lightning as L
 import pytest
 from run_configs import compose_config, tiny_training
 
-from lss_lightning.run import build_data, load_model, train
+from lss_lightning.run import train
+from lss_lightning.run.assemble import build_data, load_model
 
 
 def test_two_processes_read_each_crop_once_and_validate_like_one(tiny_store, tmp_path):

@@ -18,7 +18,7 @@ import torch
 from lss_lightning.data.crops import apply_symmetry, cube_symmetries
 from lss_lightning.evaluate.halo_velocities import HaloVelocityEvaluation
 from lss_lightning.evaluate.reconstruction import predict_box
-from lss_lightning.fields.tracers import MassBin, parse_mass_bins
+from lss_lightning.store.schema import MassBin, parse_mass_bins
 
 CHANNELS = [f"halos_m{i}_rsd" for i in range(6)]
 

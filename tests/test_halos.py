@@ -13,12 +13,14 @@ import torch
 from conftest import WU2023_BINS
 
 from lss_lightning.cosmology import Cosmology
-from lss_lightning.data.store import FieldStore, StoreError
 from lss_lightning.fields.mesh import cic_paint
-from lss_lightning.fields.tracers import HaloCatalogue, catalogue_fields, parse_mass_bins
+from lss_lightning.fields.tracers import catalogue_fields
 from lss_lightning.fields.velocity import linear_velocity, redshift_space_positions
+from lss_lightning.mocks.config import MockConfig
 from lss_lightning.mocks.fof import friends_of_friends, particle_mass
-from lss_lightning.mocks.generate import MockConfig, generate_store
+from lss_lightning.mocks.generate import generate_store
+from lss_lightning.store.reader import FieldStore
+from lss_lightning.store.schema import HaloCatalogue, StoreError, parse_mass_bins
 
 BOX = 50.0
 
@@ -191,7 +193,7 @@ def test_halo_mass_weights_integrate_to_the_cells_and_weight_the_halo_velocity()
 
 def test_halo_mass_is_a_scalar_mock_field(tmp_path):
     """fields: [..., halo_mass_rsd] in a PM mock store: a scalar redshift-space field of mean 1."""
-    from lss_lightning.data.store import field_spec
+    from lss_lightning.store.schema import field_spec
 
     spec = field_spec("halo_mass_rsd", 2)
     assert (spec.kind, spec.channels, spec.space, spec.los_axis) == ("scalar", 1, "redshift", 2)
@@ -395,7 +397,8 @@ def test_empty_mass_bins_are_zero_channels_when_allowed():
 
 
 def test_latin_hypercube_bins_below_the_fof_limit_are_reported(caplog):
-    from lss_lightning.mocks.generate import design, warn_if_resolution_limited
+    from lss_lightning.mocks.design import design
+    from lss_lightning.mocks.generate import warn_if_resolution_limited
 
     cfg = MockConfig(
         store="x", design="latin_hypercube", n_sims=4, fields=["halos"], mass_bins=[[1e13, None]]

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from lss_lightning.models.cnn import CNN3D, cnn3d_preset_config, create_cnn3d, list_cnn3ds
-from lss_lightning.models.vit import ViT3D, create_vit3d, list_vit3ds, vit3d_preset_config
+from lss_lightning.models import create_model, list_models, model_config
+from lss_lightning.models.cnn import CNN3D
+from lss_lightning.models.vit import ViT3D
 
 
 def n_params(model: nn.Module) -> int:
@@ -31,26 +32,26 @@ def tiny_cnn(**overrides) -> CNN3D:
 
 # -- ViT3D ------------------------------------------------------------------------------------------
 def test_vit_presets_are_registered_and_build_at_small_size():
-    assert list_vit3ds() == ["vit3d_hwang_sabiu", "vit3d_small", "vit3d_tiny"]
-    for name in list_vit3ds():
-        assert vit3d_preset_config(name)["img_size"] == 64
+    assert list_models(family="vit") == ["vit3d_hwang_sabiu", "vit3d_small", "vit3d_tiny"]
+    for name in list_models(family="vit"):
+        assert model_config(name)["img_size"] == 64
     for name in ("vit3d_tiny", "vit3d_small"):  # the 22M-parameter preset is built in its own test
-        model = create_vit3d(name, img_size=16, in_channels=2, num_outputs=5).eval()
+        model = create_model(name, img_size=16, in_channels=2, num_outputs=5).eval()
         assert model.num_patches == 8  # (16 / 8)^3
         assert model(torch.randn(2, 2, 16, 16, 16)).shape == (2, 5)
     with pytest.raises(KeyError, match="vit3d_small"):
-        create_vit3d("small")
+        create_model("small")
 
 
 def test_vit_tiny_preset_at_its_own_size():
-    model = create_vit3d("vit3d_tiny", num_outputs=4).eval()
+    model = create_model("vit3d_tiny", num_outputs=4).eval()
     assert model.num_patches == 512
     with torch.no_grad():
         assert model(torch.randn(1, 1, 64, 64, 64)).shape == (1, 4)
 
 
 def test_hwang_sabiu_preset_has_about_the_talks_parameter_count():
-    model = create_vit3d("vit3d_hwang_sabiu")  # 64^3, 1 channel, 3 outputs (Omega_m, w_0, n_s)
+    model = create_model("vit3d_hwang_sabiu")  # 64^3, 1 channel, 3 outputs (Omega_m, w_0, n_s)
     assert abs(n_params(model) / 22_356_483 - 1) < 0.10
     assert n_params(model) == 22_595_075  # the number its docstring quotes
 
@@ -92,7 +93,7 @@ def test_vit_rejects_other_cube_sizes():
 
 # -- CNN3D ------------------------------------------------------------------------------------------
 def test_min2024_sizes_are_those_of_the_slide():
-    model = create_cnn3d("cnn3d_min2024", num_outputs=7).eval()
+    model = create_model("cnn3d_min2024", num_outputs=7).eval()
     assert model.feature_sizes(60) == [30, 15, 6, 2]
     shapes = []
     for conv in (m for m in model.modules() if isinstance(m, nn.Conv3d)):
@@ -107,7 +108,7 @@ def test_min2024_sizes_are_those_of_the_slide():
 
 
 def test_min2024_kernels_drop_no_cell():
-    cfg = cnn3d_preset_config("cnn3d_min2024")
+    cfg = model_config("cnn3d_min2024")
     n = 60
     for k, s in zip(cfg["kernels"], cfg["strides"], strict=True):
         assert (n - k) % s == 0
@@ -115,19 +116,19 @@ def test_min2024_kernels_drop_no_cell():
 
 
 def test_cnn_accepts_other_sizes_and_says_the_minimum():
-    model = create_cnn3d("cnn3d_min2024").eval()
+    model = create_model("cnn3d_min2024").eval()
     assert model.min_input_size() == 44
     with torch.no_grad():
         assert model(torch.randn(1, 1, 44, 44, 44)).shape == (1, 7)
         assert model(torch.randn(1, 1, 70, 70, 70)).shape == (1, 7)
     with pytest.raises(ValueError, match="at least 44 cells"):
         model(torch.randn(1, 1, 40, 40, 40))
-    generic = create_cnn3d("cnn3d", num_outputs=2, img_size=17).eval()  # img_size is ignored by CNNs
+    generic = create_model("cnn3d", num_outputs=2, img_size=17).eval()  # img_size is ignored by CNNs
     assert generic.min_input_size() == 1
     with torch.no_grad():
         for n in (5, 17, 33):
             assert generic(torch.randn(1, 1, n, n, n)).shape == (1, 2)
-    assert list_cnn3ds() == ["cnn3d", "cnn3d_hwang_sabiu", "cnn3d_min2024"]
+    assert list_models(family="cnn") == ["cnn3d", "cnn3d_hwang_sabiu", "cnn3d_min2024"]
 
 
 def test_cnn_configuration_errors():
@@ -172,34 +173,28 @@ def test_bf16_autocast_forward_and_backward_on_cpu(make):
 def test_efficientnet_presets_follow_the_compound_scaling_of_tan_and_le():
     from monai.networks.nets.efficientnet import MBConvBlock
 
-    from lss_lightning.models.efficientnet import (
-        B0_BLOCKS,
-        create_efficientnet3d,
-        efficientnet3d_preset_config,
-        list_efficientnet3ds,
-    )
+    from lss_lightning.models.efficientnet import B0_BLOCKS
 
-    assert list_efficientnet3ds() == [f"efficientnet3d_b{i}" for i in range(4)]
+    assert list_models(family="efficientnet") == [f"efficientnet3d_b{i}" for i in range(4)]
     expected = {"b0": (1.0, 1.0, 64), "b1": (1.0, 1.1, 69), "b2": (1.1, 1.2, 74), "b3": (1.2, 1.4, 86)}
     repeats = [int(b.split("_")[0][1:]) for b in B0_BLOCKS]  # b0: 1, 2, 2, 3, 3, 4, 1
     for variant, (width, depth, crop) in expected.items():
-        cfg = efficientnet3d_preset_config(f"efficientnet3d_{variant}")
+        cfg = model_config(f"efficientnet3d_{variant}")
         assert (cfg["width_coefficient"], cfg["depth_coefficient"], cfg["img_size"]) == (width, depth, crop)
-        model = create_efficientnet3d(f"efficientnet3d_{variant}", num_outputs=2)
+        model = create_model(f"efficientnet3d_{variant}", num_outputs=2)
         blocks = [m for m in model.modules() if isinstance(m, MBConvBlock)]
         assert len(blocks) == sum(math.ceil(r * depth) for r in repeats)  # depth scaling of every stage
         assert all(b.has_se for b in blocks)  # squeeze-and-excitation everywhere
         assert model.num_features == int(1280 * width + 4) // 8 * 8  # width scaling, rounded to 8
         depthwise = blocks[0]._depthwise_conv
         assert isinstance(depthwise, nn.Conv3d) and depthwise.groups == depthwise.in_channels  # 3D MBConv
-    assert n_params(create_efficientnet3d("efficientnet3d_b0", num_outputs=1)) == 4_689_661
+    assert n_params(create_model("efficientnet3d_b0", num_outputs=1)) == 4_689_661
 
 
 def test_efficientnet_shapes_with_summaries_and_other_crops():
-    from lss_lightning.models.efficientnet import create_efficientnet3d
 
     torch.manual_seed(0)
-    model = create_efficientnet3d(
+    model = create_model(
         "efficientnet3d_b0", in_channels=2, num_outputs=6, img_size=32, num_summaries=5
     ).eval()
     x, s = torch.randn(2, 2, 32, 32, 32), torch.randn(2, 5)
@@ -214,10 +209,10 @@ def test_efficientnet_shapes_with_summaries_and_other_crops():
 
 
 def test_summary_mlp_sees_only_summaries():
-    from lss_lightning.models.summary_mlp import SummaryMLP, create_summary_mlp, list_summary_mlps
+    from lss_lightning.models.summary_mlp import SummaryMLP
 
-    assert list_summary_mlps() == ["summary_mlp"]
-    model = create_summary_mlp("summary_mlp", num_summaries=8, num_outputs=4, in_channels=3, img_size=16)
+    assert list_models(family="summary_mlp") == ["summary_mlp"]
+    model = create_model("summary_mlp", num_summaries=8, num_outputs=4, in_channels=3, img_size=16)
     assert model.takes_field is False and model(torch.randn(5, 8)).shape == (5, 4)
     with pytest.raises(ValueError, match="needs summaries"):
         SummaryMLP(num_summaries=0)
@@ -226,7 +221,7 @@ def test_summary_mlp_sees_only_summaries():
 
 
 def test_hwang_sabiu_cnn_preset_has_the_talks_parameter_count():
-    model = create_cnn3d("cnn3d_hwang_sabiu")  # 64^3, one channel, three outputs
+    model = create_model("cnn3d_hwang_sabiu")  # 64^3, one channel, three outputs
     assert model.feature_sizes(64) == [32, 16, 8, 4, 2]
     assert n_params(model) == 9_161_507 and abs(n_params(model) / 9_162_439 - 1) < 0.001
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from lss_lightning.fields.spectra import power_spectrum
+from lss_lightning.models import create_model
 from lss_lightning.models.cnn import CNN3D
-from lss_lightning.models.vit import create_vit3d
 from lss_lightning.tasks.losses import GaussianNLLLoss, MomentNetworkLoss, moment_network_loss
 from lss_lightning.tasks.parameters import ParameterInference, binned_power_spectrum, fourier_power_channels
 from lss_lightning.tasks.summaries import summary_bin_edges
@@ -151,7 +151,7 @@ LAYOUTS = [{"name": "density", "kind": "scalar", "channels": 1, "transform": "no
 SMALL_CNN = functools.partial(
     CNN3D, channels=(8, 16), kernels=3, strides=2, paddings=1, pool_size=1, hidden=(32,), norm="none"
 )
-SMALL_VIT = functools.partial(create_vit3d, "vit3d_tiny", patch_size=4, embed_dim=32, depth=1, num_heads=2)
+SMALL_VIT = functools.partial(create_model, "vit3d_tiny", patch_size=4, embed_dim=32, depth=1, num_heads=2)
 
 
 def task(net=SMALL_CNN, **overrides) -> ParameterInference:
@@ -264,15 +264,11 @@ def test_setup_checks_the_data_against_the_model():
 
 # -- every backbone x input combination ---------------------------------------------------------------
 def _efficientnet(**kwargs):
-    from lss_lightning.models.efficientnet import create_efficientnet3d
-
-    return create_efficientnet3d("efficientnet3d_b0", **kwargs)
+    return create_model("efficientnet3d_b0", **kwargs)
 
 
 def _summary_mlp(**kwargs):
-    from lss_lightning.models.summary_mlp import create_summary_mlp
-
-    return create_summary_mlp("summary_mlp", **kwargs)
+    return create_model("summary_mlp", **kwargs)
 
 
 BACKBONES = {"cnn": SMALL_CNN, "efficientnet": _efficientnet, "vit": SMALL_VIT, "summary_mlp": _summary_mlp}

@@ -10,9 +10,10 @@ import pytest
 from scipy.integrate import quad
 
 from lss_lightning.cosmology import SPEED_OF_LIGHT, Cosmology
-from lss_lightning.fields.tracers import HaloCatalogue
-from lss_lightning.mocks.generate import MockConfig, generate_store
+from lss_lightning.mocks.config import MockConfig
+from lss_lightning.mocks.generate import generate_store
 from lss_lightning.mocks.lightcone import LightconeSettings, histogram, place_on_lightcone, sky_coordinates
+from lss_lightning.store.schema import HaloCatalogue
 
 
 def _catalogue(positions, velocities, masses=None) -> HaloCatalogue:
@@ -169,8 +170,8 @@ def test_light_cone_crops_get_only_the_sky_mirrors(tiny_cones):
     """A parameter network on light-cone histograms: augmentation uses the 4 mirrors of RA and DEC, never a
     flip of the redshift axis or an RA/DEC swap."""
     from lss_lightning.data.crops import sky_symmetries
-    from lss_lightning.data.store import StoreError
-    from lss_lightning.run import build_data
+    from lss_lightning.run.assemble import build_data
+    from lss_lightning.store.schema import StoreError
 
     common = [
         "model=cnn3d",
@@ -315,8 +316,9 @@ def test_rotated_cone_of_rotated_catalogue_equals_the_plus_x_cone(direction):
 def test_store_with_several_cones_per_box_records_them_and_splits_by_box(tmp_path):
     """cones_per_box = 3: n_sims boxes give 3 entries each (box, observer, direction recorded), each box runs
     once for its cones and they equal the cone made alone; a grouped split keeps a box's cones together."""
-    from lss_lightning.data.datamodule import load_or_make_splits
-    from lss_lightning.mocks.generate import design, simulate
+    from lss_lightning.data.splits import load_or_make_splits
+    from lss_lightning.mocks.design import design
+    from lss_lightning.mocks.simulate import simulate
 
     common = dict(
         grid=8,

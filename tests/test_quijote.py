@@ -39,9 +39,11 @@ from lss_lightning.data.quijote import (
 )
 from lss_lightning.data.quijote.snapshots import total_particles
 from lss_lightning.data.quijote.synthetic import write_gadget_snapshot
-from lss_lightning.data.store import FieldStore, StoreError, remove_partial_files
 from lss_lightning.fields.mesh import cic_paint
 from lss_lightning.fields.velocity import redshift_space_positions
+from lss_lightning.store.reader import FieldStore
+from lss_lightning.store.schema import StoreError
+from lss_lightning.store.writer import remove_partial_files
 
 GRID = 8
 

@@ -21,10 +21,12 @@ from run_configs import TINY as RUN_TINY
 from run_configs import compose_config
 
 from lss_lightning.data.datamodule import FieldCropDataModule
-from lss_lightning.data.store import FieldStore, StoreError
-from lss_lightning.mocks.generate import MockConfig, generate_store
+from lss_lightning.mocks.config import MockConfig
+from lss_lightning.mocks.generate import generate_store
 from lss_lightning.run import checkpoints, evaluate, train
 from lss_lightning.run.preflight import ConfigError, check_training_config
+from lss_lightning.store.reader import FieldStore
+from lss_lightning.store.schema import StoreError
 
 TINY = [*RUN_TINY, "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
 _cfg = compose_config
@@ -247,7 +249,7 @@ def test_a_negative_redshift_is_refused_naming_redshift(tmp_path, z):
 
 def test_the_store_lock_lets_other_writers_skip_then_wait(tmp_path):
     """While one process holds a simulation's lock, another writer is told so at once (non-blocking)."""
-    from lss_lightning.data.store import simulation_lock
+    from lss_lightning.store.writer import simulation_lock
 
     with simulation_lock(tmp_path, "sim_00000", wait=False) as mine:
         assert mine
@@ -255,7 +257,7 @@ def test_the_store_lock_lets_other_writers_skip_then_wait(tmp_path):
             [
                 os.sys.executable,
                 "-c",
-                "import sys; from lss_lightning.data.store import simulation_lock as l\n"
+                "import sys; from lss_lightning.store.reader import simulation_lock as l\n"
                 f"with l({str(tmp_path)!r}, 'sim_00000', wait=False) as m: sys.exit(0 if not m else 1)",
             ]
         )
@@ -278,7 +280,7 @@ def test_sigterm_during_evaluation_exits_143_with_one_message(caplog):
 def test_a_velocity_checkpoint_on_a_store_of_another_cell_size_is_warned(tiny_store, caplog):
     from types import SimpleNamespace
 
-    from lss_lightning.run import warn_if_cell_size_differs
+    from lss_lightning.run.assemble import warn_if_cell_size_differs
 
     dm = FieldCropDataModule(store=str(tiny_store.root), crop=8, pad=2)  # 64 Mpc/h / 16 = 4 Mpc/h cells
     with caplog.at_level(logging.WARNING):

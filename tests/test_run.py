@@ -10,9 +10,10 @@ import pytest
 from run_configs import TINY, compose_config
 
 from lss_lightning.cosmology import latin_hypercube
-from lss_lightning.data.store import SimulationProducts, build_manifest, field_spec, fill_store, sim_file_name
 from lss_lightning.evaluate.parameters import read_estimates
 from lss_lightning.run import evaluate, train
+from lss_lightning.store.schema import build_manifest, field_spec, sim_file_name
+from lss_lightning.store.writer import SimulationProducts, fill_store
 
 
 def _cfg(name: str, overrides: list[str]):
@@ -54,7 +55,7 @@ def test_checkpoint_then_eval(tiny_store, tmp_path):
     )
     assert metrics and all(k.startswith("test/") for k in metrics)
     written = json.loads((eval_dir / "metrics.json").read_text())
-    from lss_lightning.data.store import FieldStore
+    from lss_lightning.store.reader import FieldStore
 
     predictions = FieldStore(eval_dir / "predictions")
     assert predictions.simulation_ids == written["simulations"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lss_lightning.data.crops import cube_symmetries
-from lss_lightning.data.datamodule import CropGeometry, FieldCropDataset
+from lss_lightning.data.dataset import CropGeometry, FieldCropDataset
 from lss_lightning.data.normalisation import FieldLayout
 from lss_lightning.data.sampling import BlockSampler, ShardedBatchSampler, batch_sizes
 

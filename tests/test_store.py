@@ -12,14 +12,13 @@ import h5py
 import numpy as np
 import pytest
 
-from lss_lightning.data.store import (
-    FieldStore,
-    StoreError,
-    build_manifest,
-    field_spec,
-    write_simulation,
-)
-from lss_lightning.mocks.generate import MockConfig, design, generate_store, simulate
+from lss_lightning.mocks.config import MockConfig
+from lss_lightning.mocks.design import design
+from lss_lightning.mocks.generate import generate_store
+from lss_lightning.mocks.simulate import simulate
+from lss_lightning.store.reader import FieldStore
+from lss_lightning.store.schema import StoreError, build_manifest, field_spec
+from lss_lightning.store.writer import write_simulation
 
 
 def _small_store(root, n=8, sims=2):
@@ -129,7 +128,7 @@ def test_mock_store_has_standard_names_and_physical_fields(tiny_store):
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    import lss_lightning.data.store as store
+    import lss_lightning.store.reader as store
     from lss_lightning.mocks.generate import MockConfig, generate_store
     calls = {"n": 0}
     original = store._compression_kwargs

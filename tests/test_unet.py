@@ -10,17 +10,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from lss_lightning.models.unet import (
-    GeometryError,
-    UNet3D,
-    UNetGeometry,
-    check_geometry,
-    create_unet,
-    list_unets,
-    preset_config,
-    unet_input_size,
-    unet_output_size,
-)
+from lss_lightning.models import create_model, list_models, model_config
+from lss_lightning.models.unet import UNet3D
+from lss_lightning.models.unet_geometry import GeometryError, UNetGeometry, as_geometry
 
 PRESET_SIZES = {"wu2021": (32, 20), "wu2021_bottleneck": (32, 20), "wu2023": (51, 45)}
 
@@ -28,15 +20,15 @@ PRESET_SIZES = {"wu2021": (32, 20), "wu2021_bottleneck": (32, 20), "wu2023": (51
 def small(name: str, **overrides) -> UNet3D:
     """A preset at tiny width in float64, eval mode, for exact comparisons."""
     torch.manual_seed(0)
-    return create_unet(name, width=4, **overrides).double().eval()
+    return create_model(name, width=4, **overrides).double().eval()
 
 
 @pytest.mark.parametrize("name", sorted(PRESET_SIZES))
 def test_preset_sizes(name):
     n_in, n_out = PRESET_SIZES[name]
-    assert unet_output_size(n_in, name) == n_out
-    assert unet_input_size(n_out, name) == n_in
-    model = create_unet(name)
+    assert as_geometry(name).output_size(n_in) == n_out
+    assert as_geometry(name).input_size_for(n_out) == n_in
+    model = create_model(name)
     assert model.output_size(n_in) == n_out
     assert model.required_padding(n_out) == (n_in - n_out) // 2
     model.check_geometry(n_in, n_out)
@@ -44,10 +36,10 @@ def test_preset_sizes(name):
 
 
 def test_wu2021_stage_sizes_and_layer_counts():
-    sizes = [n for _, n in create_unet("wu2021").geometry.trace(32)]
+    sizes = [n for _, n in create_model("wu2021").geometry.trace(32)]
     assert sizes == [32, 30, 28, 14, 14, 14, 7, 7, 7, 7, 14, 12, 12, 24, 22, 20, 20, 20]
     for name in ("wu2021", "wu2021_bottleneck"):
-        model = create_unet(name)
+        model = create_model(name)
         convs = [m for m in model.modules() if type(m) is nn.Conv3d]
         transposed = [m for m in model.modules() if isinstance(m, nn.ConvTranspose3d)]
         assert (len(convs), len(transposed)) == (15, 2), name
@@ -72,8 +64,8 @@ def test_wu2021_parameter_count_by_hand():
         + conv(32 + 32, 32, 3) + bn(32) + conv(32, 32, 3) + bn(32) + conv(32, 32, 1) + bn(32)  # level 0 up
         + conv(32, 3, 1) + 3  # head with bias
     )  # fmt: skip
-    assert sum(p.numel() for p in create_unet("wu2021").parameters()) == expected == 561_219
-    assert sum(p.numel() for p in create_unet("wu2023").parameters()) == 612_453
+    assert sum(p.numel() for p in create_model("wu2021").parameters()) == expected == 561_219
+    assert sum(p.numel() for p in create_model("wu2023").parameters()) == 612_453
 
 
 @pytest.mark.parametrize("name", sorted(PRESET_SIZES))
@@ -84,7 +76,7 @@ def test_forward_shape_matches_output_size(name):
     x = torch.randn(2, model.in_channels, *shape, dtype=torch.float64)
     with torch.no_grad():
         y = model(x)
-    assert y.shape == (2, model.out_channels, *(unet_output_size(n, name) for n in shape))
+    assert y.shape == (2, model.out_channels, *(as_geometry(name).output_size(n) for n in shape))
 
 
 def random_geometries(count: int, seed: int = 1):
@@ -135,7 +127,7 @@ def test_forward_shape_on_random_geometries():
         n = valid[0]
         with torch.no_grad():
             y = model(torch.randn(1, 2, n, n, n))
-        assert y.shape[-3:] == (unet_output_size(n, spec),) * 3, spec
+        assert y.shape[-3:] == (as_geometry(spec).output_size(n),) * 3, spec
 
 
 @pytest.mark.parametrize("name", ["wu2021", "wu2023"])
@@ -157,7 +149,7 @@ def test_translation_equivariance_by_total_stride(name):
 
 
 def test_crop_padding_mismatch_says_which_padding_is_needed():
-    model = create_unet("wu2021")
+    model = create_model("wu2021")
     with pytest.raises(ValueError, match=r"crop 32 with padding 4 gives 40 input voxels") as err:
         model.check_crop_padding(32, 4)
     message = str(err.value)
@@ -167,7 +159,7 @@ def test_crop_padding_mismatch_says_which_padding_is_needed():
     with pytest.raises(
         GeometryError, match=r"for a 20\^3 target it needs padding 6 per side \(input 32\)"
     ) as err:
-        check_geometry(33, 20, "wu2021")
+        as_geometry("wu2021").check_geometry(33, 20)
     assert "29 - 2 = 27 is odd" in str(err.value)
 
     with pytest.raises(GeometryError, match=r"no input size gives a 21\^3 output") as err:
@@ -180,7 +172,7 @@ def test_crop_padding_mismatch_says_which_padding_is_needed():
 
 def test_hydra_style_config_and_options():
     """Geometry given as OmegaConf containers; explicit channels, GELU, group norm."""
-    cfg = OmegaConf.create(preset_config("wu2021"))
+    cfg = OmegaConf.create(model_config("wu2021"))
     model = UNet3D(
         levels=cfg.levels,
         bottom=cfg.bottom,
@@ -193,19 +185,19 @@ def test_hydra_style_config_and_options():
         norm="group",
         norm_groups=4,
     )
-    assert model.geometry == create_unet("wu2021").geometry
+    assert model.geometry == create_model("wu2021").geometry
     assert model(torch.randn(1, 2, 32, 32, 32)).shape == (1, 5, 20, 20, 20)
     with pytest.raises(ValueError, match="channels needs 3 entries"):
         UNet3D(levels=cfg.levels, bottom=cfg.bottom, channels=[4, 8])
     with pytest.raises(ValueError, match="up_kernel must be >= 2"):
         UNet3D(levels=cfg.levels, up_kernel=1)
     with pytest.raises(KeyError, match="unknown U-net preset"):
-        create_unet("wu2099")
-    assert {"wu2021", "wu2023"} <= set(list_unets())
+        create_model("wu2099")
+    assert {"wu2021", "wu2023"} <= set(list_models(family="unet"))
 
 
 def test_bf16_autocast_forward_and_backward():
-    model = create_unet("wu2021", width=4)
+    model = create_model("wu2021", width=4)
     x = torch.randn(2, 1, 32, 32, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = model(x)

@@ -15,8 +15,8 @@ from collections.abc import Hashable
 import h5py
 import numpy as np
 
-from lss_lightning.data.store import StoreError
 from lss_lightning.store import checksums
+from lss_lightning.store.schema import StoreError
 
 DAMAGED = (
     "the simulation file is damaged: delete it and rerun the generator or converter for this store, which "

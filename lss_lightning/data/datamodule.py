@@ -15,267 +15,35 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from lss_lightning.cosmology import PARAMETER_ALIASES, PARAMETER_NAMES
-from lss_lightning.data.chunks import ChunkCache, ChunkedField
+from lss_lightning.cosmology import PARAMETER_NAMES, parameter_name
 from lss_lightning.data.crops import (
-    apply_symmetry,
     cube_symmetries,
-    read_periodic,
     sky_symmetries,
     tile_corners,
 )
+from lss_lightning.data.dataset import CropGeometry, FieldCropDataset, lightcone_geometry_problem
 from lss_lightning.data.normalisation import FieldLayout, field_statistics
 from lss_lightning.data.sampling import BlockSampler, ResumableLoader, ShardedBatchSampler
-from lss_lightning.data.store import FieldStore, StoreError
+from lss_lightning.data.splits import load_or_make_splits
+from lss_lightning.store.reader import FieldStore
+from lss_lightning.store.schema import StoreError
 
 log = logging.getLogger(__name__)
-
-
-# -- splits ----------------------------------------------------------------------------------------
-def split_simulations(
-    ids: Sequence[str],
-    fractions: Mapping[str, float],
-    seed: int,
-    groups: Sequence | None = None,
-) -> dict[str, list[str]]:
-    """Shuffle simulation ids with ``seed`` and cut them into train/val/test by ``fractions``.
-
-    Every part with a positive fraction gets at least one simulation. With ``groups`` (one key per id,
-    e.g. the ``box`` of light cones cut from one particle-mesh run) the groups, in order of first
-    appearance, are shuffled and cut instead, and every id goes where its group went: correlated entries
-    never straddle train and test. Without groups the split is exactly the ungrouped one.
-    """
-    if groups is not None:
-        if len(groups) != len(ids):
-            raise ValueError(f"{len(groups)} group keys for {len(ids)} simulations")
-        keys = list(dict.fromkeys(groups))
-        try:
-            by_group = split_simulations(list(range(len(keys))), fractions, seed)
-        except ValueError as err:
-            raise ValueError(f"{err} (counting groups: {len(keys)} boxes)") from None
-        part_of = {keys[g]: part for part, members in by_group.items() for g in members}
-        return {p: [i for i, g in zip(ids, groups, strict=True) if part_of[g] == p] for p in by_group}
-    parts = ("train", "val", "test")
-    frac = np.array([float(fractions.get(p, 0.0)) for p in parts])
-    if (frac < 0).any() or frac.sum() <= 0:
-        raise ValueError(f"split fractions must be non-negative and not all zero, got {dict(fractions)}")
-    wanted = int((frac > 0).sum())
-    if len(ids) < wanted:
-        raise ValueError(
-            f"{len(ids)} simulations cannot fill {wanted} non-empty splits; generate more simulations"
-        )
-    order = np.random.default_rng(seed).permutation(len(ids))
-    counts = np.floor(frac / frac.sum() * len(ids)).astype(int)
-    counts = np.where((frac > 0) & (counts == 0), 1, counts)
-    while counts.sum() > len(ids):
-        counts[int(np.argmax(counts))] -= 1
-    counts[0] += len(ids) - counts.sum()
-    bounds = np.cumsum(np.r_[0, counts])
-    return {p: [ids[i] for i in sorted(order[bounds[j] : bounds[j + 1]])] for j, p in enumerate(parts)}
-
-
-def load_or_make_splits(store: FieldStore, fractions: Mapping[str, float], seed: int) -> dict[str, list[str]]:
-    """The saved split for (fractions, seed) if the store has one, else a new one saved beside the manifest.
-
-    Simulations whose manifest entries carry a ``box`` (several light cones of one particle-mesh run) are
-    split by box, so all cones of a box land in one part; other stores split by simulation.
-    """
-    key = "train{train}-val{val}-test{test}-seed{seed}".format(
-        seed=seed, **{p: float(fractions.get(p, 0.0)) for p in ("train", "val", "test")}
-    )
-    boxes = [store.simulation(s).get("box") for s in store.simulation_ids]
-    groups = None
-    if any(b is not None for b in boxes):
-        if any(b is None for b in boxes):
-            raise StoreError(f"{store.root}: some manifest entries name their box and others do not")
-        groups, key = boxes, key + "-by-box"
-    saved = store.load_splits() or {}
-    if key in saved and sorted(s for part in saved[key].values() for s in part) == sorted(
-        store.simulation_ids
-    ):
-        return saved[key]
-    splits = split_simulations(store.simulation_ids, fractions, seed, groups)
-    saved[key] = splits
-    store.save_splits(saved)
-    return splits
-
-
-# -- dataset ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CropGeometry:
-    crop: int  # target crop side, cells
-    pad: int  # extra input cells on each side
-
-    @property
-    def input_size(self) -> int:
-        return self.crop + 2 * self.pad
-
-
-def lightcone_geometry_problem(axes: set[str], grid: int, geometry: CropGeometry, where) -> str | None:
-    """Why crops of fields with these ``axes`` cannot be cut as ``geometry`` asks, or None. A light-cone
-    histogram is not periodic: the network sees all of it, at its own place (checked by preflight from the
-    settings, before a store is built, and by the data module on the store it opens)."""
-    if "ra,dec,z" not in axes or (geometry.pad == 0 and geometry.crop == grid):
-        return None
-    return (
-        f"{where} holds light-cone histograms (axes RA, DEC, z), which are not periodic: the network takes "
-        f"the whole {grid}^3 histogram (data.crop={geometry.crop}, data.pad={geometry.pad} asked for "
-        f"another cut); set data.crop={grid} data.pad=0"
-    )
-
-
-class FieldCropDataset(Dataset):
-    """(input, target) crop pairs from a store; see the module docstring.
-
-    Items are dicts: input (C_in, crop + 2 pad, ...) float32 and target, both in physical units, sim
-    (index into ``sim_ids``), corner (3,) int64 of the target crop, index (the item's index). The target
-    is the (C_out, crop, ...) crop of the ``targets`` fields, or, when ``parameters`` (n_sims, n_params)
-    is given instead, the row of the crop's simulation. With ``random_crops``, item (epoch, i) has its
-    corner and symmetry drawn from numpy's generator seeded with (seed, epoch, i); a plain index i draws
-    them from torch's generator.
-    """
-
-    def __init__(
-        self,
-        store_root: str | os.PathLike,
-        sim_ids: Sequence[str],
-        inputs: Sequence[FieldLayout],
-        targets: Sequence[FieldLayout],
-        geometry: CropGeometry,
-        *,
-        parameters: np.ndarray | None = None,
-        random_crops: int | None = None,
-        symmetries: Sequence | None = None,
-        chunk_cache_mb: float = 256.0,
-        seed: int = 0,
-        weights: FieldLayout | None = None,
-    ):
-        self.root = Path(store_root)
-        self.weights = weights  # a scalar field cut like the target: per-cell loss weights
-        self.seed = int(seed)
-        self.sim_ids = list(sim_ids)
-        self.inputs, self.targets = list(inputs), list(targets)
-        self.parameters = None if parameters is None else np.asarray(parameters, dtype=np.float32)
-        if self.parameters is not None and len(self.parameters) != len(self.sim_ids):
-            raise ValueError(
-                f"parameters has {len(self.parameters)} rows for {len(self.sim_ids)} simulations"
-            )
-        self.geometry = geometry
-        self.random_crops = random_crops
-        self.symmetries = list(symmetries) if symmetries else None
-        self.chunk_cache_bytes = int(chunk_cache_mb * 2**20)
-        store = FieldStore(self.root)
-        self.grid = store.grid
-        self._paths = [store.path(s) for s in self.sim_ids]
-        self._tiles = tile_corners(self.grid, geometry.crop)
-        self._reset_handles()
-
-    def _reset_handles(self) -> None:
-        self._handles: dict[int, h5py.File] = {}
-        self._fields: dict[tuple[int, str], ChunkedField] = {}
-        self._cache = ChunkCache(self.chunk_cache_bytes)
-        self._pid = os.getpid()
-
-    def __len__(self) -> int:
-        per_sim = self.random_crops if self.random_crops else len(self._tiles)
-        return len(self.sim_ids) * per_sim
-
-    def __getstate__(self):  # h5py handles do not cross process boundaries: workers reopen lazily
-        state = self.__dict__.copy()
-        state.update(_handles={}, _fields={}, _cache=None, _pid=None)
-        return state
-
-    def field(self, sim: int, name: str):
-        """The stored field ``name`` of simulation ``sim`` as a sliceable (C, N, N, N) view."""
-        if self._pid != os.getpid():  # first use in this process (a fresh worker)
-            self._reset_handles()
-        key = (sim, name)
-        if key not in self._fields:
-            if sim not in self._handles:
-                path = self._paths[sim]
-                try:
-                    self._handles[sim] = h5py.File(path, "r")
-                except OSError as e:
-                    raise StoreError(
-                        f"{path} cannot be opened ({e}); validate the store with FieldStore(...).validate()"
-                    ) from e
-            self._fields[key] = ChunkedField(self._handles[sim]["fields/" + name], self._cache, key)
-        return self._fields[key]
-
-    def draw(self, key: int | tuple[int, int]) -> tuple[int, int, np.ndarray, tuple | None]:
-        """(index, simulation, corner, symmetry or None) of item ``key``: an index or (epoch, index)."""
-        if isinstance(key, tuple | list):
-            epoch, index = (int(k) for k in key)
-            rng = np.random.default_rng([self.seed, epoch, index])
-        else:
-            index, rng = int(key), None
-        if self.random_crops:
-            sim = index // self.random_crops
-            corner = _integers(rng, self.grid, 3)
-        else:
-            sim, tile = divmod(index, len(self._tiles))
-            corner = np.array(self._tiles[tile])
-        sym = self.symmetries[int(_integers(rng, len(self.symmetries), 1)[0])] if self.symmetries else None
-        return index, sim, corner, sym
-
-    def _read(
-        self, sim: int, layouts: Sequence[FieldLayout], corner: np.ndarray, pad: int, sym
-    ) -> np.ndarray:
-        size = self.geometry.crop + 2 * pad
-        blocks = []
-        for lay in layouts:
-            block = read_periodic(self.field(sim, lay.name), corner - pad, size)
-            blocks.append(apply_symmetry(block, lay.kind, sym) if sym is not None else block)
-        return np.ascontiguousarray(np.concatenate(blocks, axis=0))
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        index, sim, corner, sym = self.draw(key)
-        if self.parameters is not None:
-            target = torch.from_numpy(self.parameters[sim])
-        else:
-            target = torch.from_numpy(self._read(sim, self.targets, corner, 0, sym))
-        item = {
-            "input": torch.from_numpy(self._read(sim, self.inputs, corner, self.geometry.pad, sym)),
-            "target": target,
-            "sim": torch.tensor(sim),
-            "corner": torch.from_numpy(corner.astype(np.int64)),
-            "index": torch.tensor(index),
-        }
-        if self.weights is not None:
-            item["weight"] = torch.from_numpy(self._read(sim, [self.weights], corner, 0, sym))
-        return item
-
-
-def _integers(rng: np.random.Generator | None, high: int, size: int) -> np.ndarray:
-    """``size`` integers in [0, high) from ``rng``, or from torch's generator (reseeded per worker) if None."""
-    if rng is None:
-        return torch.randint(0, high, (size,)).numpy()
-    return rng.integers(0, high, size)
-
-
-# -- data module -----------------------------------------------------------------------------------
-def parameter_name(name: str) -> str | None:
-    """The canonical cosmological parameter a target name stands for (aliases such as ``w``), or None."""
-    canonical = PARAMETER_ALIASES.get(name, name)
-    return canonical if canonical in PARAMETER_NAMES else None
 
 
 class FieldCropDataModule(L.LightningDataModule):
     """Crops of input fields -> crops of target fields, or -> the cosmological parameters of their box.
 
-    store: the store directory; generate: optional mock-generator settings (conf/mock/) used to build
-    the store when it is absent; inputs: stored field names; targets: stored field names, or parameter
+    store: the store directory; generate: optional mock-generator settings (conf/mock/) that ``run``
+    builds the store from when it is absent (here only its grid is read, to check crops early); inputs: stored field names; targets: stored field names, or parameter
     names (Omega_m, Omega_b, h, n_s, sigma_8, M_nu, w0, wa), not both; crop/pad in cells; transforms:
     field -> "none" | "log" for scalar inputs; split: train/val/test fractions and seed;
     train_crops_per_sim: random crops per simulation per epoch (default: the number of tiles of a box);
@@ -346,50 +114,6 @@ class FieldCropDataModule(L.LightningDataModule):
                 f"{self.geometry.pad}) is larger than the {grid}-cell box of {self.store_root}; use "
                 f"data.crop <= {grid - 2 * self.geometry.pad} or a store with a finer grid"
             )
-
-    def prepare_data(self) -> None:
-        """Build the mock store when it is absent, or finish it when a run was killed while building it."""
-        if self.generate is None:
-            return
-        from lss_lightning.mocks.generate import MockConfig, generate_store, generator_settings
-
-        cfg = MockConfig(**{**self.generate, "store": str(self.store_root)})
-        if (self.store_root / "manifest.json").exists():
-            store = FieldStore(self.store_root)
-            built = store.manifest.get("generator", {})
-            differ = sorted(k for k, v in generator_settings(cfg).items() if built.get(k) != v)
-            missing = store.missing()
-            if missing and differ:
-                raise StoreError(
-                    f"{self.store_root}: simulations {missing[:5]} are missing or damaged, and the store was built "
-                    f"with other mock settings than data.generate ({', '.join(differ)}), so this run cannot remake "
-                    "them: rerun `python -m lss_lightning.mocks` with the store's own settings (its manifest's "
-                    "'generator' block), or delete the store to rebuild it from data.generate"
-                )
-            if not missing:
-                if differ:
-                    log.warning(
-                        "%s was built with other mock settings than data.generate (%s); it is used as it is. "
-                        "Delete it to rebuild it, or give data.store another path",
-                        self.store_root,
-                        ", ".join(differ),
-                    )
-                return
-            log.info(
-                "field store %s: %d simulations missing or damaged, regenerating them",
-                self.store_root,
-                len(missing),
-            )
-        else:
-            log.info("field store %s is absent: generating it", self.store_root)
-        generate_store(cfg)
-
-    def store_ready(self) -> bool:
-        """True once the store exists and every simulation in it validates (for ranks waiting on rank 0)."""
-        try:
-            return not FieldStore(self.store_root).missing()
-        except StoreError:
-            return False
 
     def open_store(self) -> FieldStore:
         """The validated store (opened once), with the train/val/test split loaded or made."""

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-
-def _legendre(ell: int, mu: np.ndarray) -> np.ndarray:
-    return np.polynomial.legendre.legval(mu, [0.0] * ell + [1.0])
+from lss_lightning.fields.kernels import legendre
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class CorrelationSMu:
 
     def multipoles(self, ells=(0, 2, 4)) -> dict[int, np.ndarray]:
         dmu = np.diff(self.mu_edges)
-        return {ell: (2 * ell + 1) * (self.xi * _legendre(ell, self.mu) * dmu).sum(axis=1) for ell in ells}
+        return {ell: (2 * ell + 1) * (self.xi * legendre(ell, self.mu) * dmu).sum(axis=1) for ell in ells}
 
     def xi_of_mu(self) -> np.ndarray:
         """xi_1D(mu) = int xi(s, mu) ds over the s range, in Mpc/h."""

@@ -25,7 +25,7 @@ import torch
 
 from lss_lightning.evaluate.clustering import CorrelationSMu, correlation_s_mu
 from lss_lightning.fields.mesh import cic_readout
-from lss_lightning.fields.tracers import HaloCatalogue, MassBin
+from lss_lightning.store.schema import HaloCatalogue, MassBin
 
 REAL, REDSHIFT = "real space", "redshift space"
 

@@ -38,8 +38,11 @@ import numpy as np
 import torch
 
 from lss_lightning.data.crops import tile_batches, tile_corners
-from lss_lightning.data.store import FieldStore, write_json_atomic
+from lss_lightning.evaluate import test_boxes, tiling
 from lss_lightning.evaluate.calibration import LEVELS, calibration_report, gaussian_coverage
+from lss_lightning.evaluate.report import flat_metrics, print_parameter_summary
+from lss_lightning.store.reader import FieldStore
+from lss_lightning.store.writer import write_json_atomic
 
 
 @dataclass
@@ -421,3 +424,23 @@ def plot_attention(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def evaluate_task(model, dm, settings: Mapping, out_dir: Path) -> tuple[dict[str, float], dict[str, Path]]:
+    """The evaluator of parameter targets (``lss_lightning.evaluate``): metrics, plots and tables of the test boxes."""
+    metrics = evaluate_inference(
+        model,
+        dm.open_store(),
+        test_boxes(dm),
+        parameter_names=dm.parameter_names,
+        settings=settings,
+        splits=dm.splits,
+        **tiling(dm, settings, out_dir),
+    )
+    figures = (
+        {"parameters": plot_parameters(metrics, out_dir / "parameters.png")}
+        if settings.get("plots", True)
+        else {}
+    )
+    print_parameter_summary(metrics, out_dir)
+    return {f"test/{k}": v for k, v in flat_metrics(metrics["summary"]).items()}, figures

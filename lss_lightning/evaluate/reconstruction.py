@@ -22,17 +22,15 @@ import numpy as np
 import torch
 
 from lss_lightning.data.crops import Symmetry, apply_symmetry, cube_symmetries, stitch, tile_batches
-from lss_lightning.data.store import (
-    FieldStore,
-    SimulationProducts,
-    build_manifest,
-    fill_store,
-    write_json_atomic,
-)
+from lss_lightning.evaluate import test_boxes, tiling
 from lss_lightning.evaluate.halo_velocities import HaloVelocityEvaluation, quadrupole_residual
+from lss_lightning.evaluate.plots import plot_halo_clustering, plot_slices, plot_spectra
+from lss_lightning.evaluate.report import flat_metrics, print_reconstruction_summary
 from lss_lightning.fields.spectra import CrossStatistics, cross_statistics
-from lss_lightning.fields.tracers import parse_mass_bins
 from lss_lightning.fields.velocity import curl, divergence, linear_velocity
+from lss_lightning.store.reader import FieldStore
+from lss_lightning.store.schema import build_manifest, parse_mass_bins
+from lss_lightning.store.writer import SimulationProducts, fill_store, write_json_atomic
 
 log = logging.getLogger(__name__)
 REPORT_K = (0.1, 0.3, 0.5, 1.0)  # h/Mpc at which metrics.json tabulates T and r
@@ -290,3 +288,36 @@ def write_predictions(
         progress=False,
         reconcile_keys=(),
     )
+
+
+def evaluate_task(model, dm, settings: Mapping, out_dir: Path) -> tuple[dict[str, float], dict[str, Path]]:
+    """The evaluator of field targets (``lss_lightning.evaluate``): metrics, plots and tables of the test boxes."""
+    store, sims = dm.open_store(), test_boxes(dm)
+    metrics = evaluate_reconstruction(
+        model,
+        store,
+        sims,
+        target_names=dm.target_names,
+        linear_smoothing=float(settings.get("linear_smoothing", 0.0)),
+        linear_bias=float(settings.get("linear_bias", 1.0)),
+        save_predictions=bool(settings.get("save_predictions", True)),
+        halos=settings.get("halos"),
+        symmetrise=bool(settings.get("symmetrise", False)),
+        **tiling(dm, settings, out_dir),
+    )
+    figures = {}
+    if settings.get("plots", True):
+        title = f"{metrics['target']} from {', '.join(dm.input_names)}: {len(sims)} test boxes of {store.box_size:g} Mpc/h"
+        figures["spectra"] = plot_spectra(metrics["_sums"], out_dir / "spectra.png", title)
+        figures["slices"] = plot_slices(metrics["_slices"], store.box_size, out_dir / "slices.png")
+        if "halos" in metrics:
+            figures["halos"] = plot_halo_clustering(metrics["halos"], out_dir / "halo_clustering.png", title)
+    flat = {
+        f"test/{k}": v
+        for k, v in flat_metrics(metrics["summary"]).items()
+        if k.endswith(("/T", "/r", "/error_power"))
+    }
+    if "halos" in metrics:
+        flat.update(flat_metrics(metrics["halos"]["quadrupole_residual"], "test/halos/quadrupole_residual/"))
+    print_reconstruction_summary(metrics, out_dir)
+    return flat, figures

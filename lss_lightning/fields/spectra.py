@@ -16,6 +16,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from lss_lightning.fields.kernels import legendre
 from lss_lightning.fields.mesh import (
     deconvolve_window,
     fundamental_mode,
@@ -232,16 +233,6 @@ def multipoles(
     k = wavenumber(n, box_size, device=f_k.device)
     mu = torch.where(k > 0, k_vec[los_axis] / k.clamp(min=1e-30), 0.0)
     return {ell: bin_power((2 * ell + 1) * power_k * legendre(ell, mu), n, box_size, k_edges) for ell in ells}
-
-
-def legendre(ell: int, mu: torch.Tensor) -> torch.Tensor:
-    """Legendre polynomial L_ell(mu) by Bonnet's recursion."""
-    previous, current = torch.ones_like(mu), mu
-    if ell == 0:
-        return previous
-    for j in range(1, ell):
-        previous, current = current, ((2 * j + 1) * mu * current - j * previous) / (j + 1)
-    return current
 
 
 def correlation_function(

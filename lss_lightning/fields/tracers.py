@@ -21,10 +21,7 @@ v_los / (a H) along the line of sight first):
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -32,109 +29,14 @@ import torch
 from lss_lightning.fields.mesh import cic_paint
 from lss_lightning.fields.particles import ParticleGridder
 from lss_lightning.fields.velocity import linear_velocity, redshift_space_positions
-
-HALO_BIN_CHANNEL = re.compile(r"halos_m(\d+)(_rsd)?")  # one channel per mass bin
-HALO_SHORTHANDS = {"halos": "real", "halos_rsd": "redshift"}
-HALO_SCALAR_FIELDS = ("halo_mass",)  # each also with "_rsd"
-HALO_VECTOR_FIELDS = ("halo_velocity", "velocity_linear_halos")  # each also with "_rsd"
-# every one-channel (scalar, dimensionless) catalogue field: what data/store.py's field_spec declares a scalar
-HALO_CHANNEL = re.compile(r"halos_m\d+(_rsd)?|" + "|".join(rf"{n}(_rsd)?" for n in HALO_SCALAR_FIELDS))
-UNKNOWN_COUNT = -1  # n_particles / min_particles when a finder does not record them
-
-
-@dataclass(frozen=True)
-class HaloCatalogue:
-    """Haloes of one simulation in project units (the store's ``halos/`` group holds exactly this).
-
-    positions (H, 3) comoving Mpc/h in [0, L); velocities (H, 3) peculiar km/s; masses (H,) Msun/h;
-    n_particles (H,) member particles (-1 where the finder does not say). particle_mass in Msun/h,
-    linking_length in units of the mean interparticle separation (NaN where it does not apply),
-    min_particles (-1 if unknown), finder ("fof", "rockstar:<mass column>[:hosts]"), source (for messages).
-    """
-
-    positions: np.ndarray
-    velocities: np.ndarray
-    masses: np.ndarray
-    n_particles: np.ndarray
-    particle_mass: float = math.nan
-    linking_length: float = math.nan
-    min_particles: int = UNKNOWN_COUNT
-    finder: str = "unknown"
-    source: str = ""
-
-    def __post_init__(self):
-        n = len(self.masses)
-        shapes = {
-            "positions": (np.shape(self.positions), (n, 3)),
-            "velocities": (np.shape(self.velocities), (n, 3)),
-            "n_particles": (np.shape(self.n_particles), (n,)),
-        }
-        for name, (got, want) in shapes.items():
-            if tuple(got) != want:
-                raise ValueError(f"{self.source or 'halo catalogue'}: {name} shaped {got}, expected {want}")
-
-    def __len__(self) -> int:
-        return len(self.masses)
-
-    def subset(self, keep: np.ndarray) -> HaloCatalogue:
-        return replace(
-            self,
-            positions=self.positions[keep],
-            velocities=self.velocities[keep],
-            masses=self.masses[keep],
-            n_particles=self.n_particles[keep],
-        )
-
-
-@dataclass(frozen=True)
-class MassBin:
-    lo: float  # Msun/h, inclusive
-    hi: float | None = None  # Msun/h, exclusive; None = no upper limit
-
-    def select(self, masses: np.ndarray) -> np.ndarray:
-        keep = masses >= self.lo
-        return keep if self.hi is None else keep & (masses < self.hi)
-
-    def describe(self) -> str:
-        return f"[{self.lo:.4g}, {'inf' if self.hi is None else f'{self.hi:.4g}'}) Msun/h"
-
-
-def parse_mass_bins(bins: Iterable[Sequence[float | None]] | None) -> list[MassBin]:
-    """Mass bins from [[lo, hi], ...] (hi may be null); bins may overlap (e.g. cumulative cuts)."""
-    out = []
-    for i, pair in enumerate(bins or []):
-        if len(pair) != 2:
-            raise ValueError(f"mass_bins[{i}] = {list(pair)}: give [lo, hi] in Msun/h (hi may be null)")
-        lo, hi = float(pair[0]), None if pair[1] is None else float(pair[1])
-        if lo < 0 or (hi is not None and not hi > lo):
-            raise ValueError(f"mass_bins[{i}] = {list(pair)}: need 0 <= lo < hi")
-        out.append(MassBin(lo, hi))
-    return out
-
-
-def in_any_bin(bins: Sequence[MassBin], masses: np.ndarray) -> np.ndarray:
-    keep = np.zeros(len(masses), dtype=bool)
-    for b in bins:
-        keep |= b.select(masses)
-    return keep
-
-
-def halo_channel_names(n_bins: int, spaces: Iterable[str] = ("real",)) -> list[str]:
-    suffix = {"real": "", "redshift": "_rsd"}
-    return [f"halos_m{i}{suffix[s]}" for s in spaces for i in range(n_bins)]
-
-
-def expand_halo_fields(fields: Sequence[str], n_bins: int) -> list[str]:
-    """Replace the shorthands ``halos`` / ``halos_rsd`` by one channel per mass bin (order kept, no repeats)."""
-    out = []
-    for name in fields:
-        out += halo_channel_names(n_bins, [HALO_SHORTHANDS[name]]) if name in HALO_SHORTHANDS else [name]
-    return list(dict.fromkeys(out))
-
-
-def is_catalogue_field(name: str) -> bool:
-    """True for the fields this module makes from a halo catalogue."""
-    return bool(HALO_CHANNEL.fullmatch(name)) or name.removesuffix("_rsd") in HALO_VECTOR_FIELDS
+from lss_lightning.store.schema import (
+    HALO_BIN_CHANNEL,
+    HALO_SCALAR_FIELDS,
+    HALO_VECTOR_FIELDS,
+    HaloCatalogue,
+    MassBin,
+    in_any_bin,
+)
 
 
 def catalogue_fields(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from lss_lightning.fields.kernels import gaussian_window, inverse_laplacian
 from lss_lightning.fields.mesh import wavenumber, wavevectors
 
 
@@ -103,11 +104,11 @@ def linear_velocity(
     n = delta.shape[-1]
     d_k = _rfft(delta)
     k_vec = wavevectors(n, box_size, device=delta.device, zero_nyquist=True)
-    k2 = wavenumber(n, box_size, device=delta.device).square()
-    kernel = (a_h_f / bias) * d_k / torch.where(k2 > 0, k2, torch.ones_like(k2))
+    kernel = (
+        -(a_h_f / bias) * d_k * inverse_laplacian(n, box_size, delta.device)
+    )  # delta k / k^2 (times a H f / b)
     if smoothing > 0:
-        kernel = kernel * torch.exp(-0.5 * k2 * smoothing**2)
-    kernel[0, 0, 0] = 0.0
+        kernel = kernel * gaussian_window(wavenumber(n, box_size, device=delta.device).square(), smoothing)
     return torch.stack([_irfft(1j * ki * kernel, n) for ki in k_vec])
 
 

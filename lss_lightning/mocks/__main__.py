@@ -8,14 +8,17 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lss_lightning.config import CONF_DIR
-from lss_lightning.data.store import StoreError
-from lss_lightning.mocks.generate import MockConfig, generate_store
+from lss_lightning.mocks.config import MockConfig
+from lss_lightning.mocks.generate import generate_store
+from lss_lightning.store.schema import StoreError
+
+NOT_MOCK_SETTINGS = ("paths", "hydra", "task_name")  # conf/mocks.yaml's keys beside the mock settings
 
 
 def mock_config(cfg: DictConfig) -> MockConfig:
     """The MockConfig of a composed ``mocks`` config (or of ``data.mocks`` in a training config)."""
     values = OmegaConf.to_container(cfg, resolve=True)
-    return MockConfig(**{k: values[k] for k in MockConfig.__dataclass_fields__ if k in values})
+    return MockConfig.from_mapping({k: v for k, v in values.items() if k not in NOT_MOCK_SETTINGS})
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="mocks")

@@ -19,7 +19,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from lss_lightning.cosmology import Cosmology
-from lss_lightning.fields.tracers import HaloCatalogue
+from lss_lightning.store.schema import HaloCatalogue
 
 RHO_CRIT = 2.77536627e11  # critical density today in (Msun/h) / (Mpc/h)^3
 

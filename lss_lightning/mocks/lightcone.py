@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lss_lightning.cosmology import SPEED_OF_LIGHT, Cosmology
-from lss_lightning.fields.tracers import HaloCatalogue
+from lss_lightning.store.schema import HaloCatalogue
 
 # rows: line of sight, RA axis, DEC axis of the cone, in box coordinates (proper rotations, det = +1)
 DIRECTIONS = {

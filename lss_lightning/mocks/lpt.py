@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from lss_lightning.cosmology import Cosmology
-from lss_lightning.fields.mesh import lattice_positions, wavenumber, wavevectors
+from lss_lightning.fields.kernels import inverse_laplacian
+from lss_lightning.fields.mesh import lattice_positions, wavevectors
 
 
 @dataclass
@@ -30,18 +31,10 @@ def _irfft(field_k: torch.Tensor, n: int) -> torch.Tensor:
     return torch.fft.irfftn(field_k, s=(n, n, n), dim=(-3, -2, -1))
 
 
-def _inverse_laplacian(n: int, box_size: float, device) -> torch.Tensor:
-    """-1 / k^2 on the rfft grid with the k = 0 mode set to 0 (zero-mean potential)."""
-    k2 = wavenumber(n, box_size, device=device).square()
-    inv = -1.0 / torch.where(k2 > 0, k2, torch.ones_like(k2))
-    inv[0, 0, 0] = 0.0
-    return inv
-
-
 def zeldovich_displacement(delta_k: torch.Tensor, box_size: float) -> torch.Tensor:
     """Psi1 = -grad phi1 (3, N, N, N) in Mpc/h for a linear density delta_k (rfft, N x N x N//2+1)."""
     n = delta_k.shape[0]
-    phi_k = _inverse_laplacian(n, box_size, delta_k.device) * delta_k
+    phi_k = inverse_laplacian(n, box_size, delta_k.device) * delta_k
     return torch.stack(
         [
             _irfft(-1j * ki * phi_k, n)
@@ -54,7 +47,7 @@ def second_order_potential_gradient(delta_k: torch.Tensor, box_size: float) -> t
     """grad phi2 (3, N, N, N) in Mpc/h, with laplacian phi2 = sum_{i<j} phi1_ii phi1_jj - phi1_ij^2."""
     n = delta_k.shape[0]
     k = wavevectors(n, box_size, device=delta_k.device, zero_nyquist=True)
-    phi_k = _inverse_laplacian(n, box_size, delta_k.device) * delta_k
+    phi_k = inverse_laplacian(n, box_size, delta_k.device) * delta_k
 
     def hessian(i: int, j: int) -> torch.Tensor:  # phi1_ij = -k_i k_j phi1(k)
         return _irfft(-k[i] * k[j] * phi_k, n)
@@ -63,7 +56,7 @@ def second_order_potential_gradient(delta_k: torch.Tensor, box_size: float) -> t
     source = d[0] * d[1] + d[0] * d[2] + d[1] * d[2]
     for i, j in ((0, 1), (0, 2), (1, 2)):
         source -= hessian(i, j).square()
-    phi2_k = _inverse_laplacian(n, box_size, delta_k.device) * torch.fft.rfftn(source)
+    phi2_k = inverse_laplacian(n, box_size, delta_k.device) * torch.fft.rfftn(source)
     return torch.stack([_irfft(1j * ki * phi2_k, n) for ki in k])
 
 

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from lss_lightning.cosmology import Cosmology
-from lss_lightning.fields.mesh import cic_paint, cic_readout, wavenumber, wavevectors
+from lss_lightning.fields.kernels import finite_difference_gradient, inverse_laplacian
+from lss_lightning.fields.mesh import cic_paint, cic_readout, wavevectors
 
 STEPPINGS = ("linear", "log")
 KM_S_PER_MOMENTUM = 100.0  # v [km/s] = 100 p / a, with p in Mpc/h
@@ -115,13 +116,10 @@ class ForceMesh:
     def __init__(self, n: int, box_size: float, *, device=None):
         self.n, self.box_size = int(n), float(box_size)
         self.device = torch.device(device or "cpu")
-        k2 = wavenumber(self.n, self.box_size, device=self.device).square()
-        green = -1.0 / torch.where(k2 > 0, k2, torch.ones_like(k2))  # phi_k = green * delta_k
-        green[0, 0, 0] = 0.0
-        self.green = green
+        self.green = inverse_laplacian(self.n, self.box_size, self.device)  # phi_k = green * delta_k
         dx = self.box_size / self.n
         self.gradient = tuple(  # i times these (1D, broadcastable) is the gradient along each axis
-            (8.0 * torch.sin(k * dx) - torch.sin(2.0 * k * dx)) / (6.0 * dx)
+            finite_difference_gradient(k, dx)
             for k in wavevectors(self.n, self.box_size, device=self.device, zero_nyquist=True)
         )
 

@@ -10,20 +10,19 @@ Sizes per axis, in cells: a convolution of kernel k, stride s, padding p maps n 
 cube at least ``min_input_size()`` cells on a side is accepted (the pool averages down to
 ``pool_size`` cells per axis, or repeats cells when the last feature map is smaller than that).
 
-Presets: ``create_cnn3d("cnn3d_min2024")``, ``cnn3d_min2024(...)``, ``list_cnn3ds()``.
+Presets: ``create_model("cnn3d_min2024")``, ``cnn3d_min2024(...)``, ``list_models(family="cnn")``.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from lss_lightning.models.registry import PresetRegistry
-from lss_lightning.models.vit import with_summaries
+from lss_lightning.models.layers import with_summaries
+from lss_lightning.models.registry import model_config, register_model
 
 
 def _per_stage(value: int | Sequence[int], stages: int, name: str) -> tuple[int, ...]:
@@ -136,16 +135,10 @@ class CNN3D(nn.Module):
 # Presets
 # ----------------------------------------------------------------------------------------------------
 
-PRESETS: PresetRegistry[CNN3D] = PresetRegistry("CNN3D")
-register_cnn3d = functools.partial(PRESETS.register, prefix="")
-list_cnn3ds = PRESETS.names
-cnn3d_preset_config = PRESETS.config
-create_cnn3d = PRESETS.create  # e.g. create_cnn3d("cnn3d_min2024", in_channels=2, num_outputs=7)
-
 
 def _build(name: str, overrides: dict[str, Any]) -> CNN3D:
     overrides.pop("img_size", None)  # the task passes the cube side to every backbone; a CNN does not need it
-    return CNN3D(**{**cnn3d_preset_config(name), **overrides})
+    return CNN3D(**{**model_config(name), **overrides})
 
 
 CNN3D_MIN2024 = {
@@ -159,7 +152,7 @@ CNN3D_MIN2024 = {
 }
 
 
-@register_cnn3d(CNN3D_MIN2024)
+@register_model(CNN3D_MIN2024)
 def cnn3d_min2024(**kwargs: Any) -> CNN3D:
     """The simple CNN of Min et al. (talk 2023; arXiv 2404.09483) for 60^3 crops of Quijote nwLH haloes.
 
@@ -188,7 +181,7 @@ CNN3D_GENERIC = {
 }
 
 
-@register_cnn3d(CNN3D_GENERIC)
+@register_model(CNN3D_GENERIC)
 def cnn3d(**kwargs: Any) -> CNN3D:
     """Ours, for any cube size: four k3 s2 p1 convolutions (each halves the side, rounding up) and a
     global average pool, so the features are translation-invariant summaries of the crop."""
@@ -206,7 +199,7 @@ CNN3D_HWANG_SABIU = {
 }
 
 
-@register_cnn3d(CNN3D_HWANG_SABIU)
+@register_model(CNN3D_HWANG_SABIU)
 def cnn3d_hwang_sabiu(**kwargs: Any) -> CNN3D:
     """Our guess of the size of Hwang & Sabiu's CNN twin of their ViT (talk 2022: 9,162,439 parameters,
     three outputs, 64^3 halo histograms; the layers are not in the talk). Five k3 s2 p1 convolutions

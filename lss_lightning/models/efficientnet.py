@@ -14,21 +14,20 @@ width x w, depth x d and resolution r for b0..b3 = (1.0, 1.0, 224), (1.0, 1.1, 2
 crop by r / 224: recommended crops 64, 69, 74, 86 cells (``img_size`` of each preset; any crop works).
 The spatial side shrinks by 32 through the network (stem + four stride-2 stages): 64^3 -> 2^3.
 
-Presets: ``create_efficientnet3d("efficientnet3d_b0", in_channels=2, num_outputs=14)``,
-``list_efficientnet3ds()``.
+Presets: ``create_model("efficientnet3d_b0", in_channels=2, num_outputs=14)``,
+``list_models(family="efficientnet")``.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 from monai.networks.nets.efficientnet import EfficientNet, efficientnet_params
 from torch import nn
 
-from lss_lightning.models.registry import PresetRegistry
-from lss_lightning.models.vit import with_summaries
+from lss_lightning.models.layers import with_summaries
+from lss_lightning.models.registry import model_config, register_model
 
 # EfficientNet-B0 (Tan & Le 2019, Table 1) in the block-string notation of the reference implementation:
 # r repeats, k kernel, s stride, e expansion ratio, i/o input/output channels, se squeeze-excitation ratio.
@@ -101,12 +100,6 @@ class EfficientNet3D(nn.Module):
 # Presets: compound scaling b0..b3
 # ----------------------------------------------------------------------------------------------------
 
-PRESETS: PresetRegistry[EfficientNet3D] = PresetRegistry("EfficientNet3D")
-register_efficientnet3d = functools.partial(PRESETS.register, prefix="")
-list_efficientnet3ds = PRESETS.names
-efficientnet3d_preset_config = PRESETS.config
-create_efficientnet3d = PRESETS.create
-
 
 def compound_scaling(variant: str) -> dict[str, Any]:
     """Width, depth, recommended crop and dropout of ``efficientnet-<variant>`` (b0..b3) for 3D cubes."""
@@ -122,28 +115,28 @@ def compound_scaling(variant: str) -> dict[str, Any]:
 
 
 def _build(name: str, overrides: dict[str, Any]) -> EfficientNet3D:
-    return EfficientNet3D(**{**efficientnet3d_preset_config(name), **overrides})
+    return EfficientNet3D(**{**model_config(name), **overrides})
 
 
-@register_efficientnet3d(compound_scaling("b0"))
+@register_model(compound_scaling("b0"))
 def efficientnet3d_b0(**kwargs: Any) -> EfficientNet3D:
     """The B0 baseline in 3D: 64^3 crops; 4,688,380 parameters + 1281 per output (one input channel)."""
     return _build("efficientnet3d_b0", kwargs)
 
 
-@register_efficientnet3d(compound_scaling("b1"))
+@register_model(compound_scaling("b1"))
 def efficientnet3d_b1(**kwargs: Any) -> EfficientNet3D:
     """B1: depth x 1.1, 69^3 crops."""
     return _build("efficientnet3d_b1", kwargs)
 
 
-@register_efficientnet3d(compound_scaling("b2"))
+@register_model(compound_scaling("b2"))
 def efficientnet3d_b2(**kwargs: Any) -> EfficientNet3D:
     """B2: width x 1.1, depth x 1.2, 74^3 crops."""
     return _build("efficientnet3d_b2", kwargs)
 
 
-@register_efficientnet3d(compound_scaling("b3"))
+@register_model(compound_scaling("b3"))
 def efficientnet3d_b3(**kwargs: Any) -> EfficientNet3D:
     """B3: width x 1.2, depth x 1.4, 86^3 crops."""
     return _build("efficientnet3d_b3", kwargs)

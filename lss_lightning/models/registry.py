@@ -1,53 +1,58 @@
-"""Named presets of a backbone class, in the spirit of timm's model registry.
+"""One registry of every backbone preset, in the spirit of timm's ``_registry.py``: ``register_model``,
+``create_model``, ``list_models``, ``model_config``.
 
-Written by hand because timm's registry is tied to its own model zoo and pretrained-weight tags. A
-preset is a function returning a model, registered with the keyword arguments it passes to the class,
-so configs can start from a preset and override any argument: ``create("wu2021", width=16)``.
+Written by hand because timm's registry is tied to its own model zoo and pretrained-weight tags. A preset is
+a function in a model file that returns a model, registered with the keyword arguments it passes to its
+class, so a config names a preset and overrides any argument: ``create_model("wu2021", width=16)``. Every
+config's ``net`` block targets ``lss_lightning.models.create_model`` with ``name``.
 """
 
 from __future__ import annotations
 
 import copy
+import fnmatch
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-M = TypeVar("M")
+_builders: dict[str, Callable[..., Any]] = {}
+_configs: dict[str, dict[str, Any]] = {}
+_families: dict[str, str] = {}  # preset -> the model file (family) that registered it
 
 
-class PresetRegistry(Generic[M]):
-    """Presets of one kind of backbone (``kind`` names it in error messages)."""
+def register_model(config: dict[str, Any], prefix: str = "") -> Callable[[Callable], Callable]:
+    """Decorator: register a preset function under its name (minus ``prefix``) with its default config."""
 
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._configs: dict[str, dict[str, Any]] = {}
-        self._builders: dict[str, Callable[..., M]] = {}
+    def decorate(fn: Callable) -> Callable:
+        name = fn.__name__.removeprefix(prefix)
+        if name in _builders and _builders[name] is not fn:
+            raise ValueError(
+                f"model preset {name!r} is registered twice ({_families[name]}, {fn.__module__})"
+            )
+        _builders[name], _configs[name] = fn, config
+        _families[name] = fn.__module__.rsplit(".", 1)[-1]
+        return fn
 
-    def register(
-        self, config: dict[str, Any], prefix: str = ""
-    ) -> Callable[[Callable[..., M]], Callable[..., M]]:
-        """Decorator: register a preset function under its name (minus ``prefix``) with its default config."""
+    return decorate
 
-        def decorate(fn: Callable[..., M]) -> Callable[..., M]:
-            name = fn.__name__.removeprefix(prefix)
-            self._configs[name] = config
-            self._builders[name] = fn
-            return fn
 
-        return decorate
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Sorted preset names matching a shell pattern, optionally of one family (``unet``, ``cnn``, ``vit``,
+    ``efficientnet``, ``summary_mlp``: the model file's name)."""
+    return sorted(n for n in _builders if fnmatch.fnmatch(n, pattern) and family in (None, _families[n]))
 
-    def names(self) -> list[str]:
-        return sorted(self._builders)
 
-    def _check(self, name: str) -> None:
-        if name not in self._builders:
-            raise KeyError(f"unknown {self.kind} preset {name!r}; known: {self.names()}")
+def _check(name: str) -> None:
+    if name not in _builders:
+        raise KeyError(f"unknown model preset {name!r}; known: {list_models()}")
 
-    def config(self, name: str) -> dict[str, Any]:
-        """A copy of the keyword arguments the preset passes to its class."""
-        self._check(name)
-        return copy.deepcopy(self._configs[name])
 
-    def create(self, name: str, **overrides: Any) -> M:
-        """Build a preset with some of its arguments overridden."""
-        self._check(name)
-        return self._builders[name](**overrides)
+def model_config(name: str) -> dict[str, Any]:
+    """A copy of the keyword arguments the preset passes to its class."""
+    _check(name)
+    return copy.deepcopy(_configs[name])
+
+
+def create_model(name: str, **overrides: Any):
+    """Build a preset with some of its arguments overridden."""
+    _check(name)
+    return _builders[name](**overrides)

@@ -8,14 +8,13 @@ Layers: (Linear, GELU, Dropout) per hidden width, then a Linear to ``num_outputs
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from lss_lightning.models.registry import PresetRegistry
+from lss_lightning.models.registry import model_config, register_model
 
 
 class SummaryMLP(nn.Module):
@@ -55,15 +54,10 @@ class SummaryMLP(nn.Module):
         return self.mlp(summaries)
 
 
-PRESETS: PresetRegistry[SummaryMLP] = PresetRegistry("SummaryMLP")
-register_summary_mlp = functools.partial(PRESETS.register, prefix="")
-list_summary_mlps = PRESETS.names
-create_summary_mlp = PRESETS.create
-
 SUMMARY_MLP = {"hidden": [64, 64], "dropout": 0.0}
 
 
-@register_summary_mlp(SUMMARY_MLP)
+@register_model(SUMMARY_MLP)
 def summary_mlp(**kwargs: Any) -> SummaryMLP:
     """Ours: two hidden layers of 64 (a few thousand parameters, as small as the summary vectors)."""
-    return SummaryMLP(**{**PRESETS.config("summary_mlp"), **kwargs})
+    return SummaryMLP(**{**model_config("summary_mlp"), **kwargs})

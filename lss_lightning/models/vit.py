@@ -9,8 +9,8 @@ representation fed to the head is the class token (``global_pool="token"``) or t
 tokens (``"avg"``; no class token is created then). An optional vector of ``num_summaries`` summary
 statistics per sample (e.g. a binned P(k)) is concatenated to that representation before the head.
 
-Presets (timm style): ``create_vit3d("vit3d_small", in_channels=2)``, ``vit3d_small(...)``,
-``list_vit3ds()``. Sizes assume 64^3 crops and one input channel unless overridden.
+Presets (timm style): ``create_model("vit3d_small", in_channels=2)``, ``vit3d_small(...)``,
+``list_models(family="vit")``. Sizes assume 64^3 crops and one input channel unless overridden.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from lss_lightning.models.registry import PresetRegistry
+from lss_lightning.models.layers import with_summaries
+from lss_lightning.models.registry import model_config, register_model
 
 GLOBAL_POOLS = ("token", "avg")
 
@@ -173,41 +174,14 @@ class ViT3D(nn.Module):
         return self.head(with_summaries(features, summaries, self.num_summaries))
 
 
-def with_summaries(features: torch.Tensor, summaries: torch.Tensor | None, expected: int) -> torch.Tensor:
-    """Concatenate (B, expected) summaries to (B, F) features; checks that they come when, and only
-    when, the model was built for them. Shared by the ViT and CNN heads."""
-    if expected == 0:
-        if summaries is not None:
-            raise ValueError("summaries were given but the model was built with num_summaries=0")
-        return features
-    if summaries is None:
-        raise ValueError(f"the model was built with num_summaries={expected} but no summaries were given")
-    if summaries.shape != (len(features), expected):
-        raise ValueError(
-            f"summaries must be shaped ({len(features)}, {expected}), got {tuple(summaries.shape)}"
-        )
-    return torch.cat([features, summaries.to(features.dtype)], dim=1)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Presets
-# ----------------------------------------------------------------------------------------------------
-
-PRESETS: PresetRegistry[ViT3D] = PresetRegistry("ViT3D")
-register_vit3d = functools.partial(PRESETS.register, prefix="")
-list_vit3ds = PRESETS.names
-vit3d_preset_config = PRESETS.config
-create_vit3d = PRESETS.create  # e.g. create_vit3d("vit3d_small", in_channels=2, num_outputs=10, img_size=32)
-
-
 def _build(name: str, overrides: dict[str, Any]) -> ViT3D:
-    return ViT3D(**{**vit3d_preset_config(name), **overrides})
+    return ViT3D(**{**model_config(name), **overrides})
 
 
 VIT3D_TINY = {"img_size": 64, "patch_size": 8, "embed_dim": 192, "depth": 4, "num_heads": 3}
 
 
-@register_vit3d(VIT3D_TINY)
+@register_model(VIT3D_TINY)
 def vit3d_tiny(**kwargs: Any) -> ViT3D:
     """Ours, for CPU runs and smoke tests: 512 tokens of 192 features, 4 blocks (1,977,603 parameters
     with one input channel and three outputs)."""
@@ -217,7 +191,7 @@ def vit3d_tiny(**kwargs: Any) -> ViT3D:
 VIT3D_SMALL = {"img_size": 64, "patch_size": 8, "embed_dim": 384, "depth": 6, "num_heads": 6}
 
 
-@register_vit3d(VIT3D_SMALL)
+@register_model(VIT3D_SMALL)
 def vit3d_small(**kwargs: Any) -> ViT3D:
     """Ours: timm's ViT-S width (384, 6 heads) at half its depth, 8^3-cell patches of a 64^3 cube
     (512 tokens); 11,043,075 parameters with one input channel and three outputs."""
@@ -234,7 +208,7 @@ VIT3D_HWANG_SABIU = {
 }
 
 
-@register_vit3d(VIT3D_HWANG_SABIU)
+@register_model(VIT3D_HWANG_SABIU)
 def vit3d_hwang_sabiu(**kwargs: Any) -> ViT3D:
     """Our guess of the size of Hwang & Sabiu's ViT (talk 2022; JCAP 11 (2023) 075).
 

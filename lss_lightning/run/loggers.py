@@ -1,4 +1,5 @@
-"""A CSV logger whose training history survives resuming: Lightning's CSVLogger deletes an existing
+"""Loggers: figures to the loggers that take images, closing W&B runs, and a CSV logger whose training
+history survives resuming: Lightning's CSVLogger deletes an existing
 ``metrics.csv`` when a run directory is reused (``version: ""``), so every ``ckpt_path=last`` resume and
 every SLURM requeue lost the curves of the earlier attempts. Here an existing file is kept and the new
 rows are appended (the header grows if new columns appear), so ``csv/metrics.csv`` holds every attempt.
@@ -8,6 +9,8 @@ same epoch and step, which is how the attempts can be told apart."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
+from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -35,3 +38,38 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def log_evaluation(loggers, flat: Mapping[str, float], figures: Mapping[str, Path]) -> None:
+    """An evaluation's flat metrics and figures (``eval/<name>``) to every logger but the CSV one."""
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            continue  # metrics.json is the file record; a CSV written by DDP ranks cannot take new columns here
+        logger.log_metrics(dict(flat))
+        for name, path in figures.items():
+            log_figure(logger, f"eval/{name}", path)
+        logger.save()
+
+
+def log_figure(logger, name: str, path: Path) -> None:
+    """Send a PNG to loggers that take images (TensorBoard, Weights & Biases); others keep the file."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        logger.log_image(key=name, images=[str(path)])
+    elif isinstance(logger, TensorBoardLogger):
+        import matplotlib.image as mpimg
+
+        logger.experiment.add_image(name, mpimg.imread(path)[..., :3], dataformats="HWC")
+
+
+def finish_loggers(loggers, exit_code: int = 0) -> None:
+    """Close W&B runs (the trainer already finalised the loggers it used); a non-zero exit code marks
+    the W&B run as failed (e.g. preempted: it resumes under the same id)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            wandb.finish(exit_code=exit_code)  # otherwise the next multirun job logs into this run

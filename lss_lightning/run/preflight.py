@@ -17,26 +17,24 @@ import difflib
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lss_lightning.cosmology import PARAMETER_ALIASES, PARAMETER_NAMES, resolve_prior
+from lss_lightning.cosmology import PARAMETER_ALIASES, PARAMETER_NAMES, parameter_name, resolve_prior
 from lss_lightning.data.crops import tile_corners
-from lss_lightning.data.datamodule import (
-    CropGeometry,
-    lightcone_geometry_problem,
-    parameter_name,
-    split_simulations,
-)
+from lss_lightning.data.dataset import CropGeometry, lightcone_geometry_problem
 from lss_lightning.data.normalisation import FieldLayout
-from lss_lightning.data.store import FieldSpec, FieldStore, field_spec
+from lss_lightning.data.splits import split_simulations
 from lss_lightning.run import checkpoints
+from lss_lightning.run.assemble import TargetKindError, check_task_targets, task_data
 from lss_lightning.run.memory import StepMemory, available_bytes, leaf_output_bytes
 from lss_lightning.run.wandb import has_credentials, is_offline, wandb_loggers
+from lss_lightning.store.reader import FieldStore
+from lss_lightning.store.schema import FieldSpec, field_spec
 from lss_lightning.tasks.reconstruction import residual_baseline
 
 log = logging.getLogger(__name__)
@@ -147,13 +145,11 @@ def store_facts(data: DictConfig) -> StoreFacts:
 def _facts_from_generator(root: Path, generate: Mapping) -> StoreFacts:
     """The store ``data.generate`` would build, from the generator's own validated settings (halo
     shorthands expanded per mass bin, light cones, ...)."""
-    from lss_lightning.mocks.generate import MockConfig, design
+    from lss_lightning.mocks.config import MockConfig
+    from lss_lightning.mocks.design import design
 
-    values = (
-        OmegaConf.to_container(generate, resolve=True) if isinstance(generate, DictConfig) else dict(generate)
-    )
     try:
-        mock = MockConfig(**{**values, "store": str(root)})
+        mock = MockConfig.from_mapping(generate, store=str(root))
         fields = {name: field_spec(name, mock.los_axis) for name in mock.fields}
     except (TypeError, ValueError) as err:
         raise ConfigError(
@@ -233,13 +229,13 @@ def check_names(cfg: DictConfig, facts: StoreFacts, kind: str) -> None:
     stored = sorted(facts.fields)
     where = f"the store {facts.root}" + (" (to be generated from data.generate)" if facts.generated else "")
     targets = [str(n) for n in cfg.data.targets]
-    model = get_class(cfg.model._target_).__name__
-    parameters = [n for n in targets if parameter_name(n) is not None and n not in facts.fields]
-    if kind == "fields" and parameters:  # first: the inputs a model asks for depend on what it predicts
-        raise ConfigError(
-            f"model {model} predicts fields but data.targets {targets} are cosmological parameters",
-            "data.targets=[velocity] (a stored field), or a parameter model: model=cnn3d or model=vit3d",
-        )
+    task = get_class(cfg.model._target_)
+    model = task.__name__
+    if kind == "fields":  # first: the inputs a model asks for depend on what it predicts
+        try:
+            check_task_targets(task, targets, facts.fields)
+        except TargetKindError as err:
+            raise ConfigError(err.problem, err.fix) from None
     inputs = [str(n) for n in cfg.data.inputs]
     for name in inputs:
         if name not in facts.fields:
@@ -388,13 +384,11 @@ def build_task(cfg: DictConfig, facts: StoreFacts, kind: str, crop: int, pad: in
     """A throwaway task module (not compiled) for the data this config describes; raises ConfigError."""
     transforms = cfg.data.get("transforms") or {}
     inputs = [_layout(facts, n, transforms) for n in cfg.data.inputs]
-    kwargs: dict = {"input_layouts": [asdict(f) for f in inputs]}
     if kind == "fields":
-        kwargs["target_layouts"] = [asdict(_layout(facts, n, {})) for n in cfg.data.targets]
+        kwargs = task_data(kind, inputs, [_layout(facts, n, {}) for n in cfg.data.targets])
     else:
-        kwargs.update(
-            parameter_names=[parameter_name(str(n)) for n in cfg.data.targets], img_size=crop + 2 * pad
-        )
+        names = [parameter_name(str(n)) for n in cfg.data.targets]
+        kwargs = task_data(kind, inputs, parameter_names=names, input_size=crop + 2 * pad)
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
     if "compile" in model_cfg:
         model_cfg.compile = False

@@ -30,15 +30,6 @@ from lss_lightning.data.quijote.layout import QuijoteLayout, resolve_redshift, r
 from lss_lightning.data.quijote.params import read_seed, simulation_parameters
 from lss_lightning.data.quijote.rockstar import find_rockstar_file, read_rockstar
 from lss_lightning.data.quijote.snapshots import DEFAULT_CHUNK, GadgetSnapshot
-from lss_lightning.data.store import (
-    FieldStore,
-    SimulationProducts,
-    StepReporter,
-    build_manifest,
-    field_spec,
-    fill_store,
-    sim_file_name,
-)
 from lss_lightning.fields.particles import (
     LINEAR_FIELDS,
     PARTICLE_FIELDS,
@@ -46,13 +37,18 @@ from lss_lightning.fields.particles import (
     add_linear_velocities,
     fields_to_paint,
 )
-from lss_lightning.fields.tracers import (
+from lss_lightning.fields.tracers import catalogue_fields
+from lss_lightning.store.reader import FieldStore
+from lss_lightning.store.schema import (
     HaloCatalogue,
-    catalogue_fields,
+    build_manifest,
     expand_halo_fields,
+    field_spec,
     is_catalogue_field,
     parse_mass_bins,
+    sim_file_name,
 )
+from lss_lightning.store.writer import SimulationProducts, StepReporter, fill_store
 
 log = logging.getLogger(__name__)
 HALO_FINDERS = ("fof", "rockstar")

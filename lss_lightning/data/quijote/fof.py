@@ -18,7 +18,8 @@ import numpy as np
 
 from lss_lightning.data.quijote.errors import QuijoteError
 from lss_lightning.data.quijote.layout import missing_path_error
-from lss_lightning.fields.tracers import HaloCatalogue
+from lss_lightning.data.quijote.snapshots import GADGET_MASS_UNIT, KPC_TO_MPC
+from lss_lightning.store.schema import HaloCatalogue
 
 HEADER_FIELDS = [
     ("n_groups", "i4"),
@@ -38,8 +39,6 @@ GROUP_FIELDS = [  # (name, dtype, components) in file order
 ]
 HEADER_BYTES = 24
 GROUP_BYTES = sum(np.dtype(t).itemsize * c for _, t, c in GROUP_FIELDS)  # 84
-KPC_TO_MPC = 1e-3
-GADGET_MASS_UNIT = 1e10  # Msun/h
 QUIJOTE_LINKING_LENGTH = 0.2  # of the mean interparticle separation
 QUIJOTE_MIN_PARTICLES = 20
 

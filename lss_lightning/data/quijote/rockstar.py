@@ -18,7 +18,7 @@ import numpy as np
 
 from lss_lightning.data.quijote.errors import QuijoteError
 from lss_lightning.data.quijote.layout import missing_path_error
-from lss_lightning.fields.tracers import UNKNOWN_COUNT, HaloCatalogue
+from lss_lightning.store.schema import UNKNOWN_COUNT, HaloCatalogue
 
 POSITION_COLUMNS = ("X", "Y", "Z")
 VELOCITY_COLUMNS = ("VX", "VY", "VZ")

@@ -1,0 +1,188 @@
+"""MockConfig: everything that defines a mock store (mirrors conf/mock/default.yaml), validated once when
+it is built, and the settings blocks it hands to the solver (PM), the halo finder (FoF) and the light cone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lss_lightning.fields.particles import (
+    LINEAR_FIELDS,
+    PARTICLE_FIELDS,
+)
+from lss_lightning.mocks.lightcone import LightconeSettings
+from lss_lightning.mocks.pm import PMSettings
+from lss_lightning.store.schema import (
+    LIGHTCONE_FIELD,
+    expand_halo_fields,
+    is_catalogue_field,
+    parse_mass_bins,
+)
+
+SOLVERS = ("lpt", "pm")
+
+
+RUN_ONLY = ("store", "n_sims", "device", "shard", "num_shards")  # settings that do not change the data
+
+
+@dataclass(frozen=True)
+class FoFSettings:
+    """Friends-of-friends settings (the ``fof`` block of conf/mock/default.yaml)."""
+
+    linking_length: float = 0.2  # of the mean interparticle separation
+    min_particles: int = 20
+
+    def __post_init__(self):
+        if not 0 < self.linking_length < 1 or int(self.min_particles) < 2:
+            raise ValueError(
+                f"need 0 < fof.linking_length < 1 and fof.min_particles >= 2, "
+                f"got {self.linking_length}, {self.min_particles}"
+            )
+
+
+@dataclass
+class MockConfig:
+    """Everything that defines a mock store (mirrors conf/mock/default.yaml)."""
+
+    store: str
+    n_sims: int = 16
+    grid: int = 64
+    particles: int | None = None  # particles per side; None = grid
+    box_size: float = 128.0  # Mpc/h
+    redshift: float = 0.0
+    seed: int = 42
+    solver: str = "pm"  # lpt | pm
+    lpt_order: int = 2  # the LPT solver's order, and the order of the PM initial conditions
+    pm: dict = field(default_factory=dict)  # PMSettings: steps, mesh_factor, a_start, stepping
+    fof: dict = field(default_factory=dict)  # FoFSettings: linking_length, min_particles
+    # LightconeSettings (ra, dec, z, snapshots, margin, mass_min, observer, rsd): a light-cone store instead
+    lightcone: dict | None = None
+    mass_bins: list | None = field(default_factory=lambda: [[1.0e13, None]])  # Msun/h, [lo, hi)
+    allow_empty_bins: bool = False  # an empty mass bin gives a channel of zeros instead of an error
+    power: str = "camb"  # camb | eh
+    design: str = "seeds"  # seeds | latin_hypercube
+    prior: str | dict = "quijote_lh"
+    cosmology: dict = field(default_factory=dict)  # overrides of the Quijote fiducial
+    fields: list = field(default_factory=lambda: ["density", "velocity", "momentum", "density_rsd"])
+    los_axis: int = 2
+    linear_smoothing: float = 0.0  # Mpc/h, Gaussian smoothing of velocity_linear fields
+    fixed_amplitude: bool = False
+    compression: str | None = None
+    chunk: int = 32
+    device: str = "auto"
+    shard: int = 0
+    num_shards: int = 1
+
+    @classmethod
+    def from_mapping(cls, values: Mapping, **overrides) -> MockConfig:
+        """From a config mapping (a DictConfig or dict, e.g. ``data.generate``); a key that is not a
+        setting raises ValueError naming it and the known ones (conf/mock/default.yaml documents each)."""
+        values = OmegaConf.to_container(values, resolve=True) if isinstance(values, DictConfig) else values
+        values = {**values, **overrides}
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown mock settings {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**values)
+
+    def __post_init__(self):
+        for name in self.__dataclass_fields__:  # Hydra hands over DictConfig / ListConfig: plain containers
+            value = getattr(self, name)
+            if isinstance(value, DictConfig | ListConfig):
+                setattr(self, name, OmegaConf.to_container(value, resolve=True))
+        self.pm, self.fof, self.cosmology = dict(self.pm), dict(self.fof), dict(self.cosmology)
+        self.lightcone = dict(self.lightcone) if self.lightcone else None
+        self.mass_bins = [list(b) for b in self.mass_bins] if self.mass_bins else None
+        self.fields = expand_halo_fields(list(self.fields), len(self.mass_bins or []))
+        if self.n_sims < 1 or self.grid < 4 or self.box_size <= 0:
+            raise ValueError(
+                f"need n_sims >= 1, grid >= 4, box_size > 0; got {self.n_sims}, {self.grid}, {self.box_size}"
+            )
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.lpt_order not in (1, 2):
+            raise ValueError(f"lpt_order must be 1 or 2, got {self.lpt_order}")
+        if self.design not in ("seeds", "latin_hypercube"):
+            raise ValueError(f"design must be 'seeds' or 'latin_hypercube', got {self.design!r}")
+        if self.los_axis not in (0, 1, 2):
+            raise ValueError(f"los_axis must be 0, 1 or 2, got {self.los_axis}")
+        if not self.redshift >= 0:  # also NaN; a = 1 / (1 + z) needs z > -1, and a mock ends today or before
+            raise ValueError(
+                f"redshift must be >= 0 (the output of a mock: z = 0 today, earlier times z > 0), got {self.redshift}"
+            )
+        if not 0 <= self.shard < self.num_shards:
+            raise ValueError(f"need 0 <= shard < num_shards, got {self.shard}, {self.num_shards}")
+        pm, _, _ = self.pm_settings, self.fof_settings, self.bins  # each raises on bad values
+        if self.lightcone is not None:
+            cone = self.lightcone_settings
+            if self.solver != "pm" or self.fields != [LIGHTCONE_FIELD]:
+                raise ValueError(
+                    f"a lightcone store needs solver=pm and fields=[{LIGHTCONE_FIELD}] (the histogram has grid^3 "
+                    f"cells over RA, DEC, z); got solver={self.solver}, fields={self.fields}"
+                )
+            pm.scale_factors(1.0 / (1.0 + cone.snapshot_redshifts()[0]))
+            return
+        if LIGHTCONE_FIELD in self.fields:
+            raise ValueError(
+                f"field {LIGHTCONE_FIELD!r} needs a lightcone block (e.g. +lightcone.snapshots=6)"
+            )
+        if self.solver == "pm":
+            pm.scale_factors(1.0 / (1.0 + self.redshift))  # a_start must come before the output
+        for name in self.fields:
+            if name in LINEAR_FIELDS or name.removesuffix("_rsd") in PARTICLE_FIELDS:
+                continue
+            if not is_catalogue_field(name):
+                raise ValueError(
+                    f"mocks cannot make field {name!r}; choose from {list(PARTICLE_FIELDS)} (+ '_rsd'), "
+                    f"{list(LINEAR_FIELDS)}, and with solver=pm: halos, halos_rsd, halo_velocity[_rsd], "
+                    "halo_mass[_rsd], velocity_linear_halos[_rsd]"
+                )
+            if self.solver != "pm":
+                raise ValueError(
+                    f"field {name!r} needs haloes, which only the particle mesh makes: set solver=pm"
+                )
+
+    @property
+    def n_particles(self) -> int:
+        return self.particles or self.grid
+
+    @property
+    def pm_settings(self) -> PMSettings:
+        return _settings(PMSettings, self.pm, "pm")
+
+    @property
+    def fof_settings(self) -> FoFSettings:
+        return _settings(FoFSettings, self.fof, "fof")
+
+    @property
+    def bins(self) -> list:
+        return parse_mass_bins(self.mass_bins)
+
+    @property
+    def lightcone_settings(self) -> LightconeSettings | None:
+        return None if self.lightcone is None else _settings(LightconeSettings, self.lightcone, "lightcone")
+
+    @property
+    def store_redshift(self) -> float:
+        """The redshift recorded in the store: the output's, or the middle of a light cone's range."""
+        return self.redshift if self.lightcone is None else float(np.mean(self.lightcone_settings.z))
+
+    def halo_fields(self) -> list[str]:
+        return [f for f in self.fields if is_catalogue_field(f)]
+
+    def describe(self) -> str:
+        solver = (
+            f"PM {self.pm_settings.steps} steps, mesh {self.pm_settings.mesh_factor * self.n_particles}^3"
+            if self.solver == "pm"
+            else f"{self.lpt_order}LPT"
+        )
+        return f"{self.n_particles}^3 particles, {solver} -> {self.grid}^3"
+
+
+def _settings(kind, values: Mapping, block: str):
+    unknown = sorted(set(values) - set(kind.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown {block} settings {unknown}; known: {sorted(kind.__dataclass_fields__)}")
+    return kind(**values)
