@@ -253,6 +253,18 @@ def evaluate_inference(
         },
         "model": model_report(model, len(tiles.mean), tiles.seconds),
     }
+    metrics.update(_optional_reports(model, store, sim_ids, tiles, settings, splits, common, out_dir))
+    write_json_atomic(out_dir / "metrics.json", metrics)  # whole or absent (a kill mid-write)
+    return metrics
+
+
+def _optional_reports(
+    model, store, sim_ids, tiles, settings: Mapping, splits, common: Mapping, out_dir: Path
+) -> dict:
+    """Calibration (when the model gives errors), the flow posterior, the fiducial scatter and the ViT's
+    attention map, as the settings ask."""
+    metrics = {}
+    input_names, crop, names = common["input_names"], common["crop"], list(common["parameter_names"])
     if tiles.std is not None:
         metrics["calibration"] = calibration_report(tiles.truth, names, mean=tiles.mean, std=tiles.std)
     posterior = dict(settings.get("posterior") or {})
@@ -266,7 +278,6 @@ def evaluate_inference(
         metrics["attention_map"] = str(
             plot_attention(model, store, sim_ids[0], input_names, crop, out_dir / "attention.png")
         )
-    write_json_atomic(out_dir / "metrics.json", metrics)  # whole or absent (a kill mid-write)
     return metrics
 
 

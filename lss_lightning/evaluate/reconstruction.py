@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import track
 
 from lss_lightning.data.crops import Symmetry, apply_symmetry, cube_symmetries, stitch, tile_batches
 from lss_lightning.evaluate import test_boxes, tiling
@@ -155,68 +156,112 @@ def evaluate_reconstruction(
     halos: the halo-level evaluation settings (``evaluate.halos``: mass_bins, s_edges, n_mu; enabled:
     true / false / auto = when the store holds halo catalogues). symmetrise: average each prediction over the
     cube symmetries the data admit (16 keeping the line of sight in redshift space, else 48), see ``predict_box``."""
-    from rich.progress import track
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if len(target_names) != 1 or store.fields[target_names[0]].kind != "vector":
-        raise ValueError(f"velocity evaluation needs one vector target, got {list(target_names)}")
-    target = target_names[0]
-    density_name = next((n for n in input_names if store.fields[n].kind == "scalar"), None)
-    linear_name = next((n for n in input_names if n.startswith("velocity_linear")), None)
-    if density_name is None:
-        raise ValueError(f"the linear baseline needs a scalar density among the inputs {list(input_names)}")
-    if linear_bias <= 0:
-        raise ValueError(f"evaluation.linear_bias must be positive, got {linear_bias}")
-    # the matter density of the target's space, for the momentum (1 + delta) v
-    matter = "density_rsd" if store.fields[target].space == "redshift" else "density"
-    matter = matter if matter in store.fields else None
+    names = BoxNames.of(store, input_names, target_names, linear_bias)
     model.eval()
-    kinds = [(store.fields[n].kind, store.fields[n].channels) for n in input_names]
-    redshift_space = any(store.fields[n].space == "redshift" for n in [*input_names, target])
-    symmetries = cube_symmetries(store.los_axis if redshift_space else None) if symmetrise else None
-    halo_eval = _halo_evaluation(store, target, halos or {})
+    symmetries = cube_symmetries(store.los_axis if names.redshift_space else None) if symmetrise else None
+    halo_eval = _halo_evaluation(store, names.target, halos or {})
     sums = {"unet": SpectraSums(), "linear": SpectraSums()}
     predictions: dict[str, dict[str, np.ndarray]] = {}
     slices = None
     for sim in track(sim_ids, description="evaluating test boxes", disable=not progress):
-        fields = {n: store.read(sim, n) for n in {*input_names, target, matter} - {None}}  # each read once
+        fields = {n: store.read(sim, n) for n in names.to_read()}  # each read once
         inputs = np.concatenate([fields[n] for n in input_names])
-        truth = torch.from_numpy(fields[target])
+        kinds = [(store.fields[n].kind, store.fields[n].channels) for n in input_names]
         pred = torch.from_numpy(
             predict_box(model, inputs, crop, pad, batch_size, kinds=kinds, symmetries=symmetries)
         )
-        cosmo, z = store.cosmology(sim), store.redshift
-        delta_in = torch.from_numpy(fields[density_name])
-        if linear_name is not None:
-            lin = torch.from_numpy(fields[linear_name]) / linear_bias
-        else:
-            lin = linear_velocity(
-                delta_in, store.box_size, cosmo.a_h_f(z), smoothing=linear_smoothing, bias=linear_bias
-            )
-        density = torch.from_numpy(fields[matter]) if matter else None
-        if target.startswith("momentum"):
-            lin = (1.0 + density) * lin if density is not None else lin
-            density = None  # the target already is a momentum
-        truth_q = derived_quantities(truth, density, store.box_size)
-        for label, field_ in (("unet", pred), ("linear", lin)):
-            for name, q in derived_quantities(field_, density, store.box_size).items():
-                sums[label].add(name, cross_statistics(q, truth_q[name], store.box_size))
-        predictions[sim] = {target: pred.numpy(), f"{target}_linear": lin.numpy()}
+        lin = _linear_baseline(store, sim, fields, names, linear_bias, linear_smoothing)
+        _add_spectra(sums, store, fields, names, {"unet": pred, "linear": lin})
+        predictions[sim] = {names.target: pred.numpy(), f"{names.target}_linear": lin.numpy()}
         if halo_eval is not None:
-            halo_eval.add(store.read_halos(sim), {"unet": pred, "linear": lin}, cosmo.a_h(z))
-        if slices is None:
-            slices = {
-                "input": delta_in.numpy(),
-                "truth": truth.numpy(),
-                "unet": pred.numpy(),
-                "linear": lin.numpy(),
-            }
+            halo_eval.add(
+                store.read_halos(sim), {"unet": pred, "linear": lin}, store.cosmology(sim).a_h(store.redshift)
+            )
+        if slices is None:  # the first box, for the slice plot
+            slices = {"input": fields[names.density], "truth": fields[names.target], **predictions[sim]}
+            slices["unet"], slices["linear"] = slices.pop(names.target), slices.pop(f"{names.target}_linear")
+    metrics = _metrics(store, sim_ids, names, linear_bias, sums, halo_eval)
+    write_json_atomic(out_dir / "metrics.json", metrics)  # whole or absent (a kill mid-write)
+    if save_predictions:
+        write_predictions(out_dir / "predictions", store, predictions, names.target)
+    metrics["_sums"] = sums
+    metrics["_slices"] = slices
+    return metrics
 
+
+@dataclass(frozen=True)
+class BoxNames:
+    """The stored fields one evaluation reads: the target, the input density and linear-velocity fields
+    the baseline comes from, and the matter density of the target's space (for the momentum)."""
+
+    inputs: tuple[str, ...]
+    target: str
+    density: str
+    linear: str | None
+    matter: str | None
+    redshift_space: bool
+
+    @classmethod
+    def of(
+        cls, store: FieldStore, inputs: Sequence[str], targets: Sequence[str], linear_bias: float
+    ) -> BoxNames:
+        if len(targets) != 1 or store.fields[targets[0]].kind != "vector":
+            raise ValueError(f"velocity evaluation needs one vector target, got {list(targets)}")
+        target = targets[0]
+        density = next((n for n in inputs if store.fields[n].kind == "scalar"), None)
+        if density is None:
+            raise ValueError(f"the linear baseline needs a scalar density among the inputs {list(inputs)}")
+        if linear_bias <= 0:
+            raise ValueError(f"evaluation.linear_bias must be positive, got {linear_bias}")
+        matter = "density_rsd" if store.fields[target].space == "redshift" else "density"
+        return cls(
+            inputs=tuple(inputs),
+            target=target,
+            density=density,
+            linear=next((n for n in inputs if n.startswith("velocity_linear")), None),
+            matter=matter if matter in store.fields else None,
+            redshift_space=any(store.fields[n].space == "redshift" for n in [*inputs, target]),
+        )
+
+    def to_read(self) -> set[str]:
+        return {*self.inputs, self.target, self.matter} - {None}
+
+
+def _linear_baseline(store, sim, fields, names: BoxNames, bias: float, smoothing: float) -> torch.Tensor:
+    """Linear theory: the stored linear velocity (an input) divided by the tracers' bias, or computed from
+    the input density; for a momentum target times (1 + delta) of the matter."""
+    if names.linear is not None:
+        lin = torch.from_numpy(fields[names.linear]) / bias
+    else:
+        a_h_f = store.cosmology(sim).a_h_f(store.redshift)
+        lin = linear_velocity(
+            torch.from_numpy(fields[names.density]), store.box_size, a_h_f, smoothing=smoothing, bias=bias
+        )
+    if names.target.startswith("momentum") and names.matter:
+        lin = (1.0 + torch.from_numpy(fields[names.matter])) * lin
+    return lin
+
+
+def _add_spectra(sums: Mapping[str, SpectraSums], store, fields, names: BoxNames, estimates: Mapping) -> None:
+    """Cross statistics of each estimate with the truth, for every derived quantity (vector, divergence,
+    curl, momentum) the target has."""
+    density = torch.from_numpy(fields[names.matter]) if names.matter else None
+    if names.target.startswith("momentum"):
+        density = None  # the target already is a momentum
+    truth_q = derived_quantities(torch.from_numpy(fields[names.target]), density, store.box_size)
+    for label, estimate in estimates.items():
+        for name, q in derived_quantities(estimate, density, store.box_size).items():
+            sums[label].add(name, cross_statistics(q, truth_q[name], store.box_size))
+
+
+def _metrics(store, sim_ids, names: BoxNames, bias: float, sums: Mapping, halo_eval) -> dict:
+    """The metrics.json of an evaluation: what was compared, the spectra, r and T at ``REPORT_K``, haloes."""
     metrics = {
-        "target": target,
-        "input_density": density_name,
-        "linear_baseline": f"{linear_name} / {linear_bias:g}" if linear_name else f"from {density_name}",
+        "target": names.target,
+        "input_density": names.density,
+        "linear_baseline": f"{names.linear} / {bias:g}" if names.linear else f"from {names.density}",
         "simulations": list(sim_ids),
         "source": store.manifest.get("source", "unknown"),
         "box_size": store.box_size,
@@ -236,11 +281,6 @@ def evaluate_reconstruction(
         metrics["halos"]["quadrupole_residual"] = {
             label: quadrupole_residual(metrics["halos"], label) for label in ("unet", "linear")
         }
-    write_json_atomic(out_dir / "metrics.json", metrics)  # whole or absent (a kill mid-write)
-    if save_predictions:
-        write_predictions(out_dir / "predictions", store, predictions, target)
-    metrics["_sums"] = sums
-    metrics["_slices"] = slices
     return metrics
 
 

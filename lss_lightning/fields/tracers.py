@@ -59,12 +59,33 @@ def catalogue_fields(
     An empty mass bin is an error, or with ``allow_empty`` (Latin hypercubes, whose corners may hold no
     massive haloes) a field of zeros with n_halos = 0 (and empty_fraction = 1 for the halo velocity).
     """
-    fields: dict[str, np.ndarray] = {}
-    attrs: dict[str, dict] = {}
     common = {"finder": catalogue.finder}
     paint = {"grid": grid, "box_size": box_size, "a_h": a_h, "los_axis": los_axis, "device": device}
+    channels, pooled = _group_names(names)
+    fields, attrs = _bin_channels(catalogue, bins, channels, paint, common, allow_empty)
+    if pooled:
+        if not bins:
+            raise ValueError(f"{pooled} need mass_bins to choose the haloes; give mass_bins=[[lo, hi], ...]")
+        selected = _nonempty(
+            catalogue, in_any_bin(bins, catalogue.masses), "the mass bins together", allow_empty
+        )
+        selection = {
+            **common,
+            "mass_min": min(b.lo for b in bins),
+            "mass_max": np.inf if any(b.hi is None for b in bins) else max(b.hi for b in bins),
+            "n_halos": len(selected),
+        }
+        for name in pooled:
+            fields[name], extra = _pooled_field(selected, name, paint, a_h_f, smoothing)
+            attrs[name] = {**selection, **extra}
+    return fields, attrs
+
+
+def _group_names(names: Sequence[str]) -> tuple[dict[int, list[str]], list[str]]:
+    """Catalogue field names -> {mass bin: its channel names}, and the fields of all binned haloes together
+    (halo_velocity, velocity_linear_halos, halo_mass, each optionally _rsd)."""
     channels: dict[int, list[str]] = {}
-    pooled = []  # fields of all the haloes in the bins together: halo_velocity, velocity_linear_halos, halo_mass
+    pooled = []
     for name in names:
         match = HALO_BIN_CHANNEL.fullmatch(name)
         if match:
@@ -76,6 +97,14 @@ def catalogue_fields(
                 f"{name!r} is not made from a halo catalogue (halos_m<i>[_rsd], "
                 f"{', '.join((*HALO_SCALAR_FIELDS, *HALO_VECTOR_FIELDS))} [+ '_rsd'])"
             )
+    return channels, pooled
+
+
+def _bin_channels(catalogue, bins, channels, paint: dict, common: dict, allow_empty: bool):
+    """The number-density contrast of each mass bin's haloes (``halos_m<i>[_rsd]``), with attributes."""
+    fields: dict[str, np.ndarray] = {}
+    attrs: dict[str, dict] = {}
+    grid = paint["grid"]
     for i, channel_names in sorted(channels.items()):
         if i >= len(bins):
             raise ValueError(
@@ -92,47 +121,29 @@ def catalogue_fields(
                 "mass_min": bins[i].lo,
                 "mass_max": np.inf if bins[i].hi is None else bins[i].hi,
                 "n_halos": len(selected),
-                "number_density": len(selected) / box_size**3,  # (h/Mpc)^3
+                "number_density": len(selected) / paint["box_size"] ** 3,  # (h/Mpc)^3
                 "weighting": "number",
             }
-    if pooled:
-        if not bins:
-            raise ValueError(f"{pooled} need mass_bins to choose the haloes; give mass_bins=[[lo, hi], ...]")
-        selected = _nonempty(
-            catalogue, in_any_bin(bins, catalogue.masses), "the mass bins together", allow_empty
-        )
-        selection = {
-            **common,
-            "mass_min": min(b.lo for b in bins),
-            "mass_max": np.inf if any(b.hi is None for b in bins) else max(b.hi for b in bins),
-            "n_halos": len(selected),
-        }
-        for name in pooled:
-            kind = name.removesuffix("_rsd")
-            if not len(selected):
-                fields[name] = np.zeros((1 if kind == "halo_mass" else 3, grid, grid, grid), dtype=np.float32)
-                empty = {"mean_mass_per_cell": 0.0} if kind == "halo_mass" else {"empty_fraction": 1.0}
-                attrs[name] = {**selection, **empty}
-            elif kind == "halo_mass":
-                fields[name], mean = _paint_mass(selected, redshift_space=name.endswith("_rsd"), **paint)
-                attrs[name] = {**selection, "weighting": "mass", "mean_mass_per_cell": mean}
-            elif kind == "halo_velocity":
-                grids, empty = _paint(selected, [name], "velocity", weights=selected.masses, **paint)
-                fields[name] = grids[name]
-                attrs[name] = {**selection, "weighting": "mass", "empty_fraction": empty[name]}
-            else:
-                density_name = "halos_all_rsd" if name.endswith("_rsd") else "halos_all"
-                grids, _ = _paint(selected, [density_name], "density", **paint)
-                delta = torch.from_numpy(grids[density_name])
-                fields[name] = linear_velocity(delta, box_size, a_h_f, smoothing=smoothing).numpy()
-                attrs[name] = {
-                    **selection,
-                    "weighting": "number",
-                    "a_h_f": a_h_f,
-                    "bias": 1.0,
-                    "smoothing": smoothing,
-                }
     return fields, attrs
+
+
+def _pooled_field(selected: HaloCatalogue, name: str, paint: dict, a_h_f: float, smoothing: float):
+    """One field of all the binned haloes (see the module docstring) and its own attributes."""
+    kind, grid = name.removesuffix("_rsd"), paint["grid"]
+    if not len(selected):
+        zeros = np.zeros((1 if kind == "halo_mass" else 3, grid, grid, grid), dtype=np.float32)
+        return zeros, ({"mean_mass_per_cell": 0.0} if kind == "halo_mass" else {"empty_fraction": 1.0})
+    if kind == "halo_mass":
+        field, mean = _paint_mass(selected, redshift_space=name.endswith("_rsd"), **paint)
+        return field, {"weighting": "mass", "mean_mass_per_cell": mean}
+    if kind == "halo_velocity":
+        grids, empty = _paint(selected, [name], "velocity", weights=selected.masses, **paint)
+        return grids[name], {"weighting": "mass", "empty_fraction": empty[name]}
+    density_name = "halos_all_rsd" if name.endswith("_rsd") else "halos_all"
+    grids, _ = _paint(selected, [density_name], "density", **paint)
+    delta = torch.from_numpy(grids[density_name])
+    field = linear_velocity(delta, paint["box_size"], a_h_f, smoothing=smoothing).numpy()
+    return field, {"weighting": "number", "a_h_f": a_h_f, "bias": 1.0, "smoothing": smoothing}
 
 
 def _nonempty(catalogue: HaloCatalogue, keep: np.ndarray, what: str, allow_empty: bool) -> HaloCatalogue:

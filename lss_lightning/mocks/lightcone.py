@@ -223,52 +223,42 @@ def place_on_lightcone(
         vel = catalogue.velocities[keep].astype(np.float64)
         index = np.flatnonzero(keep)
         for replica in replicas(box_size, observer, settings, chi_lo, chi_hi, frame):
-            offsets = pos + box_size * replica - observer
-            ra, dec, chi = sky_coordinates(offsets @ frame.T)
-            inside = (
-                (chi >= chi_lo)
-                & (chi < chi_hi)
-                & (ra >= settings.ra[0])
-                & (ra < settings.ra[1])
-                & (dec >= settings.dec[0])
-                & (dec < settings.dec[1])
+            part = _replica_on_cone(
+                pos + box_size * replica - observer, vel, (chi_lo, chi_hi), frame, cosmology, settings
             )
-            if not inside.any():
-                continue
-            z_cos = cosmology.redshift_at_distance(chi[inside])
-            z_obs = z_cos
-            if settings.rsd:
-                v_r = (vel[inside] * offsets[inside]).sum(1) / chi[inside]
-                z_obs = (1 + z_cos) * (1 + v_r / SPEED_OF_LIGHT) - 1
-            n = int(inside.sum())
-            parts.append(
-                (
-                    ra[inside],
-                    dec[inside],
-                    z_obs,
-                    z_cos,
-                    chi[inside],
-                    catalogue.masses[keep][inside],
-                    np.full(n, i),
-                    np.tile(replica, (n, 1)),
-                    index[inside],
-                )
-            )
+            if part is not None:
+                n = len(part[0])
+                masses, replica_ids = catalogue.masses[keep][part[-1]], np.tile(replica, (n, 1))
+                parts.append((*part[:-1], masses, np.full(n, i), replica_ids, index[part[-1]]))
     if not parts:
         empty = np.zeros(0)
-        return LightconeHaloes(
-            empty,
-            empty,
-            empty,
-            empty,
-            empty,
-            empty,
-            empty.astype(int),
-            np.zeros((0, 3), int),
-            empty.astype(int),
-        )
+        return LightconeHaloes(*[empty] * 6, empty.astype(int), np.zeros((0, 3), int), empty.astype(int))
     columns = [np.concatenate(c) for c in zip(*parts, strict=True)]
     return LightconeHaloes(*columns)
+
+
+def _replica_on_cone(
+    offsets, velocities, chi_range, frame, cosmology: Cosmology, settings: LightconeSettings
+):
+    """(ra, dec, z_obs, z_cos, chi, inside) of the haloes of one box replica (``offsets``: positions minus
+    the observer, Mpc/h) that fall in the cone's sky patch and the shell chi_range; None if none do."""
+    ra, dec, chi = sky_coordinates(offsets @ frame.T)
+    inside = (
+        (chi >= chi_range[0])
+        & (chi < chi_range[1])
+        & (ra >= settings.ra[0])
+        & (ra < settings.ra[1])
+        & (dec >= settings.dec[0])
+        & (dec < settings.dec[1])
+    )
+    if not inside.any():
+        return None
+    z_cos = cosmology.redshift_at_distance(chi[inside])
+    z_obs = z_cos
+    if settings.rsd:
+        v_r = (velocities[inside] * offsets[inside]).sum(1) / chi[inside]
+        z_obs = (1 + z_cos) * (1 + v_r / SPEED_OF_LIGHT) - 1
+    return ra[inside], dec[inside], z_obs, z_cos, chi[inside], inside
 
 
 def histogram(haloes: LightconeHaloes, settings: LightconeSettings, bins: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from torch import nn
 
 
 def norm_layer(kind: str, channels: int, groups: int) -> nn.Module:
-    """"batch" (BatchNorm3d), "group" (GroupNorm with the largest group count <= groups dividing channels)
+    """ "batch" (BatchNorm3d), "group" (GroupNorm with the largest group count <= groups dividing channels)
     or "none"."""
     if kind == "batch":
         return nn.BatchNorm3d(channels)
@@ -26,7 +26,7 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
 
 
 def activation_layer(kind: str, negative_slope: float) -> nn.Module:
-    """"leaky_relu" (with negative_slope) or "gelu"."""
+    """ "leaky_relu" (with negative_slope) or "gelu"."""
     if kind == "leaky_relu":
         return nn.LeakyReLU(negative_slope)
     if kind == "gelu":

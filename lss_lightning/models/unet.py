@@ -46,6 +46,28 @@ class ValidConvTranspose3d(nn.ConvTranspose3d):
         return y[..., e:-e, e:-e, e:-e]
 
 
+class _Blocks:
+    """Convolution + norm + activation blocks of one U-net's settings (a following norm layer makes a
+    convolution's bias redundant, so there is one only without norm)."""
+
+    def __init__(self, norm: str, norm_groups: int, activation: str, negative_slope: float):
+        self.norm, self.norm_groups = norm, norm_groups
+        self.activation, self.negative_slope = activation, negative_slope
+        self.bias = norm == "none"
+
+    def block(self, conv: nn.Module, c_out: int) -> nn.Sequential:
+        norm = norm_layer(self.norm, c_out, self.norm_groups)
+        return nn.Sequential(conv, norm, activation_layer(self.activation, self.negative_slope))
+
+    def stack(self, c_in: int, c_out: int, kernels: tuple[int, ...]) -> tuple[nn.Module, int]:
+        """Valid convolutions of these kernels, c_in -> c_out channels; the module and its output channels."""
+        layers = []
+        for k in kernels:
+            layers.append(self.block(nn.Conv3d(c_in, c_out, k, bias=self.bias), c_out))
+            c_in = c_out
+        return (nn.Sequential(*layers) if layers else nn.Identity()), c_in
+
+
 class UNet3D(nn.Module):
     """U-net of valid 3D convolutions; see the module docstring for the geometry and size rules.
 
@@ -89,21 +111,8 @@ class UNet3D(nn.Module):
             )
         self.channels = tuple(channels)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-
-        def block(conv: nn.Module, c_out: int) -> nn.Sequential:
-            return nn.Sequential(
-                conv, norm_layer(norm, c_out, norm_groups), activation_layer(activation, negative_slope)
-            )
-
-        bias = norm == "none"  # a following norm layer makes a conv bias redundant
-
-        def conv_stack(c_in: int, c_out: int, kernels: tuple[int, ...]) -> tuple[nn.Module, int]:
-            layers = []
-            for k in kernels:
-                layers.append(block(nn.Conv3d(c_in, c_out, k, bias=bias), c_out))
-                c_in = c_out
-            return (nn.Sequential(*layers) if layers else nn.Identity()), c_in
-
+        blocks = _Blocks(norm, norm_groups, activation, negative_slope)
+        block, conv_stack, bias = blocks.block, blocks.stack, blocks.bias
         self.encoders, self.downsamplers = nn.ModuleList(), nn.ModuleList()
         skip_channels = []
         c = self.in_channels

@@ -8,6 +8,7 @@ rerun after a crash writes only what is missing and several processes can fill d
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -123,6 +124,33 @@ def write_simulation(
     root = Path(root)
     n = manifest["grid"]
     path = root / sim["file"]
+    _check_products(path, manifest, fields, halos)
+    require_space(root, sum(np.asarray(fields[n]).nbytes for n in manifest["fields"]), sim["id"])
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(
+            schema_version=SCHEMA_VERSION,
+            sim_id=sim["id"],
+            box_size=manifest["box_size"],
+            grid=n,
+            redshift=manifest["redshift"],
+            seed=int(sim.get("seed", -1)),
+            los_axis=manifest["los_axis"],
+            source=manifest["source"],
+        )
+        cosmo = Cosmology.from_mapping(sim["params"]).to_dict()
+        f.attrs.update({k: cosmo[k] for k in PARAMETER_NAMES})
+        _write_fields(f, manifest, fields, chunk, compression, extra_attrs or {})
+        if halos is not None:
+            _write_halos(f, halos, path)
+        f.attrs["complete"] = 1
+    return path
+
+
+def _check_products(
+    path: Path, manifest: Mapping, fields: Mapping[str, np.ndarray], halos: HaloCatalogue | None
+) -> None:
+    """Every field of the manifest produced, shaped as it says and finite; a catalogue exactly when declared."""
+    n = manifest["grid"]
     if bool(manifest.get("halos")) != (halos is not None):
         raise StoreError(
             f"{path}: the manifest {'declares' if manifest.get('halos') else 'does not declare'} a halo "
@@ -138,35 +166,29 @@ def write_simulation(
             )
         if not np.isfinite(arr).all():
             raise StoreError(f"{path}: field {name!r} holds NaN or inf; refusing to write it")
-    require_space(root, sum(np.asarray(fields[n]).nbytes for n in manifest["fields"]), sim["id"])
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update(
-            schema_version=SCHEMA_VERSION,
-            sim_id=sim["id"],
-            box_size=manifest["box_size"],
-            grid=n,
-            redshift=manifest["redshift"],
-            seed=int(sim.get("seed", -1)),
-            los_axis=manifest["los_axis"],
-            source=manifest["source"],
+
+
+def _write_fields(
+    f: h5py.File,
+    manifest: Mapping,
+    fields: Mapping,
+    chunk: int,
+    compression: str | None,
+    extra_attrs: Mapping,
+) -> None:
+    """The ``fields/`` group: chunked float32 datasets with their spec attributes and chunk checksums."""
+    n = manifest["grid"]
+    group = f.create_group("fields")
+    c = min(chunk, n)
+    for name, spec in manifest["fields"].items():
+        data = np.ascontiguousarray(fields[name], dtype=np.float32)
+        ds = group.create_dataset(
+            name, data=data, chunks=(spec["channels"], c, c, c), **_compression_kwargs(compression)
         )
-        cosmo = Cosmology.from_mapping(sim["params"]).to_dict()
-        f.attrs.update({k: cosmo[k] for k in PARAMETER_NAMES})
-        group = f.create_group("fields")
-        c = min(chunk, n)
-        for name, spec in manifest["fields"].items():
-            data = np.ascontiguousarray(fields[name], dtype=np.float32)
-            ds = group.create_dataset(
-                name, data=data, chunks=(spec["channels"], c, c, c), **_compression_kwargs(compression)
-            )
-            ds.attrs[checksums.ATTR] = checksums.chunk_checksums(data, (c, c, c))
-            ds.attrs.update({k: spec[k] for k in ("kind", "units", "space", "los_axis", "mas")})
-            ds.attrs["axes"] = spec.get("axes", "x,y,z")
-            ds.attrs.update((extra_attrs or {}).get(name, {}))
-        if halos is not None:
-            _write_halos(f, halos, path)
-        f.attrs["complete"] = 1
-    return path
+        ds.attrs[checksums.ATTR] = checksums.chunk_checksums(data, (c, c, c))
+        ds.attrs.update({k: spec[k] for k in ("kind", "units", "space", "los_axis", "mas")})
+        ds.attrs["axes"] = spec.get("axes", "x,y,z")
+        ds.attrs.update(extra_attrs.get(name, {}))
 
 
 def _write_halos(f: h5py.File, halos: HaloCatalogue, path: Path) -> None:
@@ -205,6 +227,10 @@ StepReporter = Callable[[int, int, str], None]  # (done, total, label): progress
 Producer = Callable[[Mapping, StepReporter], SimulationProducts]
 
 
+# the manifest entries that must agree for a store to be filled further
+RECONCILE_KEYS = ("source", "box_size", "grid", "redshift", "los_axis", "fields", "generator", "halos")
+
+
 def reconcile_manifest(root: Path, manifest: Mapping, keys: Iterable[str]) -> None:
     """Refuse to mix different setups in one store; allow growing a store whose simulations are a prefix.
 
@@ -231,16 +257,7 @@ def fill_store(
     manifest: Mapping,
     produce: Producer,
     *,
-    reconcile_keys: Iterable[str] = (
-        "source",
-        "box_size",
-        "grid",
-        "redshift",
-        "los_axis",
-        "fields",
-        "generator",
-        "halos",
-    ),
+    reconcile_keys: Iterable[str] = RECONCILE_KEYS,
     only: Iterable[str] | None = None,
     chunk: int = 32,
     compression: str | None = None,
@@ -254,41 +271,15 @@ def fill_store(
     only: restrict to these simulation ids (one shard of a parallel run); the manifest always lists all.
     Safe to rerun after a crash or a kill; several processes may fill disjoint shards of one store.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     root = Path(root).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    if (root / MANIFEST).exists():
-        reconcile_manifest(root, manifest, reconcile_keys)
-    write_json_atomic(root / MANIFEST, manifest)
-    store = FieldStore(root)
-    wanted = set(store.simulation_ids if only is None else only)
-    unknown = wanted - set(store.simulation_ids)
-    if unknown:
-        raise StoreError(
-            f"{root}: asked to write simulations {sorted(unknown)[:5]} that the manifest does not list"
-        )
-    sims = [s for s in manifest["simulations"] if s["id"] in wanted]
+    store, sims = _open_for_filling(root, manifest, reconcile_keys, only)
     todo = [s for s in sims if not store.is_complete(s["id"])]
     if not todo:
         log.info("store %s: all %d simulations present", root, len(sims))
         return store
     log.info("store %s: writing %d of %d simulations", root, len(todo), len(sims))
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, disable=not progress) as bar:
+    write = functools.partial(write_simulation, root, manifest, chunk=chunk, compression=compression)
+    with _progress(progress) as bar:
         task = bar.add_task(description, total=len(sims), completed=len(sims) - len(todo))
         steps = bar.add_task("", total=None, visible=False)
 
@@ -302,26 +293,9 @@ def fill_store(
                 if not mine:
                     return False
                 if not store.is_complete(sim["id"]):  # a writer that held the lock may have finished it
-                    if remove_partial_files(root, sim["file"]):  # ours to remove: we hold the lock
-                        log.info(
-                            "store %s: removed the partial file of %s left by an interrupted run",
-                            root,
-                            sim["id"],
-                        )
-                    start = time.perf_counter()
-                    products = produce(sim, report)
+                    products = _produce(root, sim, produce, report)
                     bar.update(steps, description="  writing", visible=True)
-                    write_simulation(
-                        root,
-                        manifest,
-                        sim,
-                        products.fields,
-                        chunk=chunk,
-                        compression=compression,
-                        extra_attrs=products.attrs,
-                        halos=products.halos,
-                    )
-                    log.debug("%s written in %.2f s", sim["id"], time.perf_counter() - start)
+                    write(sim, products.fields, extra_attrs=products.attrs, halos=products.halos)
             bar.advance(task)
             bar.update(steps, visible=False)
             return True
@@ -332,3 +306,53 @@ def fill_store(
             log.info("store %s: %s is being written by another process; waiting for it", root, sim["id"])
             make(sim, wait=True)
     return store
+
+
+def _open_for_filling(
+    root: Path, manifest: Mapping, reconcile_keys: Iterable[str], only: Iterable[str] | None
+) -> tuple[FieldStore, list[Mapping]]:
+    """Write (or check against the old one) the manifest; the store and the simulations to fill."""
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / MANIFEST).exists():
+        reconcile_manifest(root, manifest, reconcile_keys)
+    write_json_atomic(root / MANIFEST, manifest)
+    store = FieldStore(root)
+    wanted = set(store.simulation_ids if only is None else only)
+    unknown = wanted - set(store.simulation_ids)
+    if unknown:
+        raise StoreError(
+            f"{root}: asked to write simulations {sorted(unknown)[:5]} that the manifest does not list"
+        )
+    return store, [s for s in manifest["simulations"] if s["id"] in wanted]
+
+
+def _produce(root: Path, sim: Mapping, produce: Producer, report: StepReporter) -> SimulationProducts:
+    """The products of one simulation, after removing the partial file an interrupted run left (ours to
+    remove: the caller holds the simulation's lock)."""
+    if remove_partial_files(root, sim["file"]):
+        log.info("store %s: removed the partial file of %s left by an interrupted run", root, sim["id"])
+    start = time.perf_counter()
+    products = produce(sim, report)
+    log.debug("%s produced in %.2f s", sim["id"], time.perf_counter() - start)
+    return products
+
+
+def _progress(enabled: bool):
+    """A rich progress display: simulations done, and a second bar for the steps inside one."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, disable=not enabled)

@@ -31,6 +31,7 @@ posterior mean of u and, through softplus, its standard deviation. Training also
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import time
@@ -209,43 +210,51 @@ class ParameterInference(TaskModule):
         self.parameter_names = [str(p) for p in parameter_names]
         if not self.parameter_names or len(set(self.parameter_names)) != len(self.parameter_names):
             raise ValueError(f"parameter_names must be distinct and non-empty, got {self.parameter_names}")
-        self.summaries = (
-            SummaryStatistics(
-                summaries,
-                pk_bins=n_summary_bins,
-                pk_binning=summary_binning,
-                xi_bins=xi_bins,
-                slice_bins=slice_bins,
-                xi_range=xi_range,
-                scattering_J=scattering_J,
-                scattering_L=scattering_L,
-                scattering_sigma=scattering_sigma,
-                scattering_powers=scattering_powers,
-            )
-            if summaries
-            else None
+        settings = dict(
+            pk_bins=n_summary_bins, pk_binning=summary_binning, xi_bins=xi_bins, xi_range=xi_range
         )
+        settings.update(slice_bins=slice_bins, scattering_J=scattering_J, scattering_L=scattering_L)
+        settings.update(scattering_sigma=scattering_sigma, scattering_powers=scattering_powers)
+        self.summaries = SummaryStatistics(summaries, **settings) if summaries else None
         if summary_binning not in BINNINGS:
             raise ValueError(f"summary_binning must be one of {BINNINGS}, got {summary_binning!r}")
         self.summary_names = [str(s) for s in summaries]
         self.summary_channels = self._summary_channels(summary_field) if self.summary_names else slice(0, 0)
-
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "input_layouts"])
-        # plain python types in the checkpoint, so a model can be rebuilt without its training data
-        self.hparams["input_layouts"] = [asdict(f) for f in self.input_layouts]
-        self.hparams["parameter_names"] = list(self.parameter_names)
-        self.hparams["summaries"] = list(self.summary_names)
-        self.hparams["xi_range"] = [float(r) for r in xi_range]
-        self.hparams["scattering_powers"] = [float(q) for q in scattering_powers]
-        self.hparams["img_size"] = None if img_size is None else int(img_size)
-
+        self._save_plain_hyperparameters()
         self.input_norm = ChannelNormaliser(self.input_layouts)
         self.target_scaler = ParameterScaler(self.parameter_names)
         self.hparams["parameter_ranges"] = (
             None if parameter_ranges is None else self.target_scaler.set_ranges(parameter_ranges)
         )
         self.std_loss = LOSSES[loss]() if LOSSES[loss] is not None else None
+        self.net = self._build_net(net, fourier_channel, img_size)
+        self.takes_field = bool(getattr(self.net, "takes_field", True))
+        if not self.takes_field and fourier_channel:
+            raise ValueError("a summary-only network takes no field: set model.fourier_channel=false")
+        self.val_errors = ParameterErrors(len(self.parameter_names))
+        self._epoch_start, self._epoch_samples = None, 0
+        self.epoch_timing: list[dict[str, float]] = []  # per training epoch, kept in checkpoints
+        if compile:
+            self.net = torch.compile(self.net)
 
+    def _save_plain_hyperparameters(self) -> None:
+        """The constructor's arguments (read from its frame) as plain python types in the checkpoint, so a
+        model can be rebuilt without its training data."""
+        ignore = ["net", "optimizer", "scheduler", "input_layouts"]
+        self.save_hyperparameters(ignore=ignore, frame=inspect.currentframe().f_back)
+        self.hparams["input_layouts"] = [asdict(f) for f in self.input_layouts]
+        self.hparams["parameter_names"] = list(self.parameter_names)
+        self.hparams["summaries"] = list(self.summary_names)
+        self.hparams["xi_range"] = [float(r) for r in self.hparams["xi_range"]]
+        self.hparams["scattering_powers"] = [float(q) for q in self.hparams["scattering_powers"]]
+        img_size = self.hparams["img_size"]
+        self.hparams["img_size"] = None if img_size is None else int(img_size)
+
+    def _build_net(
+        self, net: Callable[..., nn.Module], fourier_channel: bool, img_size: int | None
+    ) -> nn.Module:
+        """The backbone for these inputs (doubled by the Fourier channel), outputs (a mean, and a std with a
+        moment or Gaussian loss, per parameter), cube side and summaries."""
         channels = sum(f.channels for f in self.input_layouts)
         net_kwargs: dict[str, Any] = {
             "in_channels": channels * (2 if fourier_channel else 1),
@@ -255,15 +264,7 @@ class ParameterInference(TaskModule):
             net_kwargs["img_size"] = int(img_size)
         if self.num_summaries:
             net_kwargs["num_summaries"] = self.num_summaries
-        self.net = net(**net_kwargs)
-        self.takes_field = bool(getattr(self.net, "takes_field", True))
-        if not self.takes_field and fourier_channel:
-            raise ValueError("a summary-only network takes no field: set model.fourier_channel=false")
-        self.val_errors = ParameterErrors(len(self.parameter_names))
-        self._epoch_start, self._epoch_samples = None, 0
-        self.epoch_timing: list[dict[str, float]] = []  # per training epoch, kept in checkpoints
-        if compile:
-            self.net = torch.compile(self.net)
+        return net(**net_kwargs)
 
     def _summary_channels(self, field: str | None) -> slice:
         """The channels of the field whose summaries are computed."""
