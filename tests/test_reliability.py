@@ -257,7 +257,7 @@ def test_the_store_lock_lets_other_writers_skip_then_wait(tmp_path):
             [
                 os.sys.executable,
                 "-c",
-                "import sys; from lss_lightning.store.reader import simulation_lock as l\n"
+                "import sys; from lss_lightning.store.writer import simulation_lock as l\n"
                 f"with l({str(tmp_path)!r}, 'sim_00000', wait=False) as m: sys.exit(0 if not m else 1)",
             ]
         )
