@@ -320,7 +320,8 @@ KILLED_PM_RUN = textwrap.dedent(
     """
     import os, signal, sys
     import lss_lightning.mocks.pm as pm
-    from lss_lightning.mocks.generate import MockConfig, generate_store
+    from lss_lightning.mocks.config import MockConfig
+    from lss_lightning.mocks.generate import generate_store
     calls = {"n": 0}
     original = pm.ForceMesh.forces
     def dying(self, positions):  # force evaluations: 6 per simulation with 5 steps

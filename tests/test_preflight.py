@@ -27,6 +27,7 @@ def no_data_access(monkeypatch):
     for name in ("prepare_data", "open_store", "setup"):
         monkeypatch.setattr(FieldCropDataModule, name, touched)
     monkeypatch.setattr("lss_lightning.mocks.generate.generate_store", touched)
+    monkeypatch.setattr("lss_lightning.run.assemble.ensure_mock_store", touched)
 
 
 def _stops(overrides, match, error=ConfigError):

@@ -128,8 +128,9 @@ def test_mock_store_has_standard_names_and_physical_fields(tiny_store):
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    import lss_lightning.store.reader as store
-    from lss_lightning.mocks.generate import MockConfig, generate_store
+    import lss_lightning.store.writer as store
+    from lss_lightning.mocks.config import MockConfig
+    from lss_lightning.mocks.generate import generate_store
     calls = {"n": 0}
     original = store._compression_kwargs
     def dying(compression):  # called once per dataset while a simulation file is open

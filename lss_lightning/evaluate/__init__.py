@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from pathlib import Path
+from dataclasses import dataclass
 
 EVALUATORS = {
     "fields": "lss_lightning.evaluate.reconstruction",
@@ -20,16 +20,23 @@ def evaluator(kind: str):
     return importlib.import_module(EVALUATORS[kind]).evaluate_task
 
 
-def tiling(dm, settings: Mapping, out_dir: Path) -> dict:
-    """The keyword arguments every evaluator tiles the test boxes with: the data module's crop geometry and
-    inputs, the evaluation batch size and the output directory."""
-    return {
-        "crop": dm.geometry.crop,
-        "pad": dm.geometry.pad,
-        "out_dir": out_dir,
-        "batch_size": int(settings.get("batch_size", 8)),
-        "input_names": dm.input_names,
-    }
+@dataclass(frozen=True)
+class Tiles:
+    """How an evaluator cuts whole boxes into the network's inputs: the input fields, the target crop and
+    its padding (cells), the batch size, and for parameter networks the parameters they estimate."""
+
+    input_names: tuple[str, ...]
+    crop: int
+    pad: int
+    batch_size: int = 8
+    parameter_names: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, dm, settings: Mapping) -> Tiles:
+        """The data module's crop geometry and inputs, with the evaluation's batch size."""
+        names = tuple(dm.parameter_names) if dm.target_kind == "parameters" else ()
+        batch = int(settings.get("batch_size", 8))
+        return cls(tuple(dm.input_names), dm.geometry.crop, dm.geometry.pad, batch, names)
 
 
 def test_boxes(dm) -> list[str]:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from lss_lightning.data.crops import tile_batches, tile_corners
-from lss_lightning.evaluate import test_boxes, tiling
+from lss_lightning.evaluate import Tiles, test_boxes
 from lss_lightning.evaluate.calibration import LEVELS, calibration_report, gaussian_coverage
 from lss_lightning.evaluate.report import flat_metrics, print_parameter_summary
 from lss_lightning.store.reader import FieldStore
@@ -74,14 +74,9 @@ def estimate_crops(
     model,
     store: FieldStore,
     sim_ids: Sequence[str],
-    *,
-    input_names: Sequence[str],
-    parameter_names: Sequence[str],
-    crop: int,
-    pad: int,
-    batch_size: int = 8,
-    progress: bool = False,
-    description: str = "estimating boxes",
+    tiles: Tiles,
+    progress=False,
+    description="estimating boxes",
 ) -> CropEstimates:
     """Tile every box of ``sim_ids`` and estimate each tile."""
     from rich.progress import track
@@ -89,13 +84,13 @@ def estimate_crops(
     model.eval()
     box, truth, means, stds, seconds = [], [], [], [], 0.0
     for i, sim in enumerate(track(sim_ids, description=description, disable=not progress)):
-        inputs = np.concatenate([store.read(sim, n) for n in input_names])
+        inputs = np.concatenate([store.read(sim, n) for n in tiles.input_names])
         start = time.perf_counter()
-        mean, std = predict_simulation(model, inputs, crop, pad, batch_size)
+        mean, std = predict_simulation(model, inputs, tiles.crop, tiles.pad, tiles.batch_size)
         seconds += time.perf_counter() - start
         params = store.cosmology(sim).to_dict()
         box.append(np.full(len(mean), i))
-        truth.append(np.tile([params[p] for p in parameter_names], (len(mean), 1)))
+        truth.append(np.tile([params[p] for p in tiles.parameter_names], (len(mean), 1)))
         means.append(mean)
         if std is not None:
             stds.append(std)
@@ -208,30 +203,21 @@ def evaluate_inference(
     model,
     store: FieldStore,
     sim_ids: Sequence[str],
-    *,
-    input_names: Sequence[str],
-    parameter_names: Sequence[str],
-    crop: int,
-    pad: int,
+    tiles: Tiles,
     out_dir: Path,
-    batch_size: int = 8,
-    progress: bool = True,
-    settings: Mapping | None = None,
-    splits: Mapping[str, Sequence[str]] | None = None,
+    *,
+    progress=True,
+    settings=None,
+    splits=None,
 ) -> dict:
     """Estimate the parameters of every test box; write metrics.json and estimates.csv; return the metrics."""
     settings = dict(settings or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    common = dict(
-        input_names=input_names, parameter_names=parameter_names, crop=crop, pad=pad, batch_size=batch_size
-    )
-    tiles = estimate_crops(
-        model, store, sim_ids, progress=progress, description="evaluating test boxes", **common
-    )
+    estimates = estimate_crops(model, store, sim_ids, tiles, progress, "evaluating test boxes")
     combination = str(settings.get("box_combination", "correlated"))
-    boxes = combine_boxes(tiles, combination)
-    names = list(parameter_names)
+    boxes = combine_boxes(estimates, combination)
+    names = list(tiles.parameter_names)
     summary = parameter_metrics(boxes["truth"], boxes["mean"], boxes["std"], names)
     for j, name in enumerate(names):
         summary[name]["subvolume_scatter"] = float(np.mean(boxes["scatter"][:, j]))
@@ -242,8 +228,8 @@ def evaluate_inference(
         "parameters": names,
         "box_size": store.box_size,
         "grid": store.grid,
-        "crop": crop,
-        "subvolumes_per_box": len(tile_corners(store.grid, crop)),
+        "crop": tiles.crop,
+        "subvolumes_per_box": len(tile_corners(store.grid, tiles.crop)),
         "box_combination": combination,
         "summary": summary,
         "per_simulation": {
@@ -251,46 +237,47 @@ def evaluate_inference(
             "prediction": boxes["mean"].tolist(),
             "sigma": None if boxes["std"] is None else boxes["std"].tolist(),
         },
-        "model": model_report(model, len(tiles.mean), tiles.seconds),
+        "model": model_report(model, len(estimates.mean), estimates.seconds),
     }
-    metrics.update(_optional_reports(model, store, sim_ids, tiles, settings, splits, common, out_dir))
+    metrics.update(_optional_reports(model, store, sim_ids, estimates, settings, splits, tiles, out_dir))
     write_json_atomic(out_dir / "metrics.json", metrics)  # whole or absent (a kill mid-write)
     return metrics
 
 
 def _optional_reports(
-    model, store, sim_ids, tiles, settings: Mapping, splits, common: Mapping, out_dir: Path
+    model, store, sim_ids, estimates: CropEstimates, settings: Mapping, splits, tiles: Tiles, out_dir: Path
 ) -> dict:
     """Calibration (when the model gives errors), the flow posterior, the fiducial scatter and the ViT's
     attention map, as the settings ask."""
     metrics = {}
-    input_names, crop, names = common["input_names"], common["crop"], list(common["parameter_names"])
-    if tiles.std is not None:
-        metrics["calibration"] = calibration_report(tiles.truth, names, mean=tiles.mean, std=tiles.std)
+    names = list(tiles.parameter_names)
+    if estimates.std is not None:
+        metrics["calibration"] = calibration_report(
+            estimates.truth, names, mean=estimates.mean, std=estimates.std
+        )
     posterior = dict(settings.get("posterior") or {})
     if posterior.get("enabled", False) and splits:
-        metrics["posterior"] = fit_flow_posterior(model, store, tiles, splits, posterior, common, out_dir)
+        metrics["posterior"] = fit_flow_posterior(model, store, estimates, splits, posterior, tiles, out_dir)
     if settings.get("fiducial_store"):
-        metrics["fiducial"] = evaluate_fiducial(
-            model, FieldStore(settings["fiducial_store"]), common, out_dir
-        )
+        metrics["fiducial"] = evaluate_fiducial(model, FieldStore(settings["fiducial_store"]), tiles, out_dir)
     if settings.get("attention", True) and hasattr(model.net, "patch_embed"):
+        path = out_dir / "attention.png"
         metrics["attention_map"] = str(
-            plot_attention(model, store, sim_ids[0], input_names, crop, out_dir / "attention.png")
+            plot_attention(model, store, sim_ids[0], tiles.input_names, tiles.crop, path)
         )
     return metrics
 
 
 def fit_flow_posterior(
-    model, store, tiles: CropEstimates, splits, settings: Mapping, common: Mapping, out_dir: Path
+    model, store, tests: CropEstimates, splits, settings: Mapping, tiles: Tiles, out_dir: Path
 ) -> dict:
-    """Fit the flow on training tiles, stop on validation tiles, check it on the test tiles."""
+    """Fit the flow on training tiles, stop on validation tiles, check it on the test tiles (``tests``)."""
     from lss_lightning.evaluate.posterior import FlowPosterior, network_summaries
 
     limit = int(settings.get("max_sims", 64))
-    train = estimate_crops(model, store, list(splits["train"])[:limit], **common)
-    val = estimate_crops(model, store, list(splits["val"] or splits["train"][:1])[:limit], **common)
-    names = list(common["parameter_names"])
+    train = estimate_crops(model, store, list(splits["train"])[:limit], tiles)
+    val = estimate_crops(model, store, list(splits["val"] or splits["train"][:1])[:limit], tiles)
+    names = list(tiles.parameter_names)
     flow = FlowPosterior(
         len(names),
         train.mean.shape[1] * (1 if train.std is None else 2),
@@ -306,9 +293,9 @@ def fit_flow_posterior(
         epochs=int(settings.get("epochs", 200)),
         lr=float(settings.get("lr", 1e-3)),
     )
-    samples = flow.sample(network_summaries(tiles.mean, tiles.std), int(settings.get("samples", 1000)))
+    samples = flow.sample(network_summaries(tests.mean, tests.std), int(settings.get("samples", 1000)))
     mean, std = samples.mean(0), samples.std(0)
-    report = calibration_report(tiles.truth, names, samples=samples)
+    report = calibration_report(tests.truth, names, samples=samples)
     np.save(out_dir / "posterior_samples.npy", samples.astype(np.float32))
     return {
         "flow": "zuko NSF",
@@ -316,19 +303,19 @@ def fit_flow_posterior(
         "validated_on_tiles": len(val.mean),
         "epochs": len(flow.history),
         "best_val_nll": float(min(v for _, v in flow.history)),
-        "subvolume_summary": parameter_metrics(tiles.truth, mean, std, names),
+        "subvolume_summary": parameter_metrics(tests.truth, mean, std, names),
         "calibration": report,
     }
 
 
 def evaluate_fiducial(
-    model, store: FieldStore, common: Mapping, out_dir: Path, combination: str = "correlated"
+    model, store: FieldStore, tiles: Tiles, out_dir: Path, combination: str = "correlated"
 ) -> dict:
     """Every box of a fiducial store (one cosmology, many seeds): scatter of the box estimates."""
-    names = list(common["parameter_names"])
-    store.require_fields(common["input_names"])
-    tiles = estimate_crops(model, store, store.simulation_ids, description="fiducial boxes", **common)
-    boxes = combine_boxes(tiles, combination)
+    names = list(tiles.parameter_names)
+    store.require_fields(tiles.input_names)
+    estimates = estimate_crops(model, store, store.simulation_ids, tiles, description="fiducial boxes")
+    boxes = combine_boxes(estimates, combination)
     write_estimates(
         out_dir / "fiducial_estimates.csv",
         store.simulation_ids,
@@ -439,14 +426,9 @@ def plot_attention(
 
 def evaluate_task(model, dm, settings: Mapping, out_dir: Path) -> tuple[dict[str, float], dict[str, Path]]:
     """The evaluator of parameter targets (``lss_lightning.evaluate``): metrics, plots and tables of the test boxes."""
+    tiles = Tiles.of(dm, settings)
     metrics = evaluate_inference(
-        model,
-        dm.open_store(),
-        test_boxes(dm),
-        parameter_names=dm.parameter_names,
-        settings=settings,
-        splits=dm.splits,
-        **tiling(dm, settings, out_dir),
+        model, dm.open_store(), test_boxes(dm), tiles, out_dir, settings=settings, splits=dm.splits
     )
     figures = (
         {"parameters": plot_parameters(metrics, out_dir / "parameters.png")}

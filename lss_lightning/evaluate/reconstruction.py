@@ -23,7 +23,7 @@ import torch
 from rich.progress import track
 
 from lss_lightning.data.crops import Symmetry, apply_symmetry, cube_symmetries, stitch, tile_batches
-from lss_lightning.evaluate import test_boxes, tiling
+from lss_lightning.evaluate import Tiles, test_boxes
 from lss_lightning.evaluate.halo_velocities import HaloVelocityEvaluation, quadrupole_residual
 from lss_lightning.evaluate.plots import plot_halo_clustering, plot_slices, plot_spectra
 from lss_lightning.evaluate.report import flat_metrics, print_reconstruction_summary
@@ -136,13 +136,10 @@ def evaluate_reconstruction(
     model,
     store: FieldStore,
     sim_ids: Sequence[str],
-    *,
-    input_names: Sequence[str],
-    target_names: Sequence[str],
-    crop: int,
-    pad: int,
+    tiles: Tiles,
     out_dir: Path,
-    batch_size: int = 8,
+    *,
+    target_names: Sequence[str],
     linear_smoothing: float = 0.0,
     linear_bias: float = 1.0,
     save_predictions: bool = True,
@@ -158,7 +155,7 @@ def evaluate_reconstruction(
     cube symmetries the data admit (16 keeping the line of sight in redshift space, else 48), see ``predict_box``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = BoxNames.of(store, input_names, target_names, linear_bias)
+    names = BoxNames.of(store, tiles.input_names, target_names, linear_bias)
     model.eval()
     symmetries = cube_symmetries(store.los_axis if names.redshift_space else None) if symmetrise else None
     halo_eval = _halo_evaluation(store, names.target, halos or {})
@@ -167,10 +164,12 @@ def evaluate_reconstruction(
     slices = None
     for sim in track(sim_ids, description="evaluating test boxes", disable=not progress):
         fields = {n: store.read(sim, n) for n in names.to_read()}  # each read once
-        inputs = np.concatenate([fields[n] for n in input_names])
-        kinds = [(store.fields[n].kind, store.fields[n].channels) for n in input_names]
+        inputs = np.concatenate([fields[n] for n in tiles.input_names])
+        kinds = [(store.fields[n].kind, store.fields[n].channels) for n in tiles.input_names]
         pred = torch.from_numpy(
-            predict_box(model, inputs, crop, pad, batch_size, kinds=kinds, symmetries=symmetries)
+            predict_box(
+                model, inputs, tiles.crop, tiles.pad, tiles.batch_size, kinds=kinds, symmetries=symmetries
+            )
         )
         lin = _linear_baseline(store, sim, fields, names, linear_bias, linear_smoothing)
         _add_spectra(sums, store, fields, names, {"unet": pred, "linear": lin})
@@ -337,13 +336,14 @@ def evaluate_task(model, dm, settings: Mapping, out_dir: Path) -> tuple[dict[str
         model,
         store,
         sims,
+        Tiles.of(dm, settings),
+        out_dir,
         target_names=dm.target_names,
         linear_smoothing=float(settings.get("linear_smoothing", 0.0)),
         linear_bias=float(settings.get("linear_bias", 1.0)),
         save_predictions=bool(settings.get("save_predictions", True)),
         halos=settings.get("halos"),
         symmetrise=bool(settings.get("symmetrise", False)),
-        **tiling(dm, settings, out_dir),
     )
     figures = {}
     if settings.get("plots", True):

@@ -22,12 +22,14 @@ v_los / (a H) along the line of sight first):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from lss_lightning.fields.mesh import cic_paint
-from lss_lightning.fields.particles import ParticleGridder
+from lss_lightning.fields.particles import ParticleGridder, add_linear_velocities
 from lss_lightning.fields.velocity import linear_velocity, redshift_space_positions
 from lss_lightning.store.schema import (
     HALO_BIN_CHANNEL,
@@ -36,7 +38,51 @@ from lss_lightning.store.schema import (
     HaloCatalogue,
     MassBin,
     in_any_bin,
+    is_catalogue_field,
 )
+
+
+@dataclass(frozen=True)
+class BoxGrid:
+    """Where a simulation's fields are painted: grid cells per side, box side (Mpc/h), a H(z) and a H(z) f(z)
+    at the output ((km/s)/(Mpc/h)), the line-of-sight axis, the Gaussian smoothing of linear velocities
+    (Mpc/h) and the torch device."""
+
+    grid: int
+    box_size: float
+    a_h: float
+    a_h_f: float
+    los_axis: int = 2
+    smoothing: float = 0.0
+    device: Any = None
+
+
+def store_fields(
+    grids: dict, attrs: dict, names: Sequence[str], box: BoxGrid, catalogue=None, bins=(), allow_empty=False
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """The fields of one simulation as the store holds them (float32 numpy, with attributes): the painted
+    particle ``grids`` (name -> tensor), linear velocities from them, and the catalogue fields among ``names``
+    from the haloes in ``bins``. The one path of the mocks and the Quijote converter."""
+    add_linear_velocities(grids, attrs, names, box.box_size, box.a_h_f, box.smoothing)
+    fields = {name: grids[name].cpu().numpy() for name in names if name in grids}
+    halo_names = [name for name in names if is_catalogue_field(name)]
+    if halo_names:
+        halo_fields, halo_attrs = catalogue_fields(
+            catalogue,
+            bins,
+            halo_names,
+            grid=box.grid,
+            box_size=box.box_size,
+            a_h=box.a_h,
+            a_h_f=box.a_h_f,
+            los_axis=box.los_axis,
+            device=box.device,
+            allow_empty=allow_empty,
+            smoothing=box.smoothing,
+        )
+        fields.update(halo_fields)
+        attrs.update(halo_attrs)
+    return fields, attrs
 
 
 def catalogue_fields(

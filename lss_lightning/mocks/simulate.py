@@ -13,10 +13,9 @@ from lss_lightning.config import resolve_device
 from lss_lightning.cosmology import Cosmology
 from lss_lightning.fields.particles import (
     ParticleGridder,
-    add_linear_velocities,
     fields_to_paint,
 )
-from lss_lightning.fields.tracers import catalogue_fields
+from lss_lightning.fields.tracers import BoxGrid, store_fields
 from lss_lightning.mocks.config import MockConfig
 from lss_lightning.mocks.fof import friends_of_friends, particle_mass
 from lss_lightning.mocks.ics import gaussian_field_k
@@ -103,25 +102,10 @@ def paint_fields(
     else:
         grids = {}
     attrs = {name: {"empty_fraction": frac} for name, frac in getattr(gridder, "empty_fraction", {}).items()}
-    add_linear_velocities(grids, attrs, cfg.fields, cfg.box_size, cosmo.a_h_f(z), cfg.linear_smoothing)
-    fields = {name: grids[name].cpu().numpy() for name in cfg.fields if name in grids}
-    if cfg.halo_fields():
-        halo_fields, halo_attrs = catalogue_fields(
-            haloes,
-            cfg.bins,
-            cfg.halo_fields(),
-            grid=cfg.grid,
-            box_size=cfg.box_size,
-            a_h=cosmo.a_h(z),
-            a_h_f=cosmo.a_h_f(z),
-            los_axis=cfg.los_axis,
-            device=device,
-            allow_empty=cfg.allow_empty_bins,
-            smoothing=cfg.linear_smoothing,
-        )
-        fields.update(halo_fields)
-        attrs.update(halo_attrs)
-    return fields, attrs
+    box = BoxGrid(
+        cfg.grid, cfg.box_size, cosmo.a_h(z), cosmo.a_h_f(z), cfg.los_axis, cfg.linear_smoothing, device
+    )
+    return store_fields(grids, attrs, cfg.fields, box, haloes, cfg.bins, cfg.allow_empty_bins)
 
 
 def lightcone_snapshots(

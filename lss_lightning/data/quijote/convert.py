@@ -34,10 +34,9 @@ from lss_lightning.fields.particles import (
     LINEAR_FIELDS,
     PARTICLE_FIELDS,
     ParticleGridder,
-    add_linear_velocities,
     fields_to_paint,
 )
-from lss_lightning.fields.tracers import catalogue_fields
+from lss_lightning.fields.tracers import BoxGrid, store_fields
 from lss_lightning.store.reader import FieldStore
 from lss_lightning.store.schema import (
     HaloCatalogue,
@@ -277,28 +276,13 @@ class SimulationConverter:
             )
             grids.update(new)
             attrs.update(new_attrs)
-        add_linear_velocities(
-            grids, attrs, cfg.fields, cfg.box_size, cosmo.a_h_f(redshift), cfg.linear_smoothing
-        )
-        fields = {name: grids[name].cpu().numpy() for name in cfg.fields if name in grids}
         catalogue = self._catalogue(index) if cfg.stores_catalogue or cfg.halo_fields() else None
-        if cfg.halo_fields():
-            try:
-                halo_fields, halo_attrs = catalogue_fields(
-                    catalogue,
-                    self.bins,
-                    cfg.halo_fields(),
-                    grid=cfg.grid,
-                    box_size=cfg.box_size,
-                    a_h=cosmo.a_h(redshift),
-                    a_h_f=cosmo.a_h_f(redshift),
-                    los_axis=cfg.los_axis,
-                    smoothing=cfg.linear_smoothing,
-                )
-            except ValueError as e:  # an empty mass bin: a problem of this Quijote set's haloes
-                raise QuijoteError(str(e)) from e
-            fields.update(halo_fields)
-            attrs.update(halo_attrs)
+        a_h, a_h_f = cosmo.a_h(redshift), cosmo.a_h_f(redshift)
+        box = BoxGrid(cfg.grid, cfg.box_size, a_h, a_h_f, cfg.los_axis, cfg.linear_smoothing)
+        try:
+            fields, attrs = store_fields(grids, attrs, cfg.fields, box, catalogue, self.bins)
+        except ValueError as e:  # an empty mass bin: a problem of this Quijote set's haloes
+            raise QuijoteError(str(e)) from e
         return SimulationProducts(
             fields,
             {k: v for k, v in attrs.items() if k in fields},
