@@ -40,6 +40,7 @@ import torch
 from lss_lightning.data.crops import tile_batches, tile_corners
 from lss_lightning.evaluate import Tiles, test_boxes
 from lss_lightning.evaluate.calibration import LEVELS, calibration_report, gaussian_coverage
+from lss_lightning.evaluate.plots import plot_attention, plot_fiducial, plot_parameters
 from lss_lightning.evaluate.report import flat_metrics, print_parameter_summary
 from lss_lightning.store.reader import FieldStore
 from lss_lightning.store.writer import write_json_atomic
@@ -339,89 +340,6 @@ def evaluate_fiducial(
     write_json_atomic(out_dir / "fiducial.json", out)
     plot_fiducial(boxes["mean"], boxes["truth"][0], names, out_dir / "fiducial.png")
     return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# Plots
-# ----------------------------------------------------------------------------------------------------
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_parameters(metrics: dict, path: Path) -> Path:
-    """Predicted against true value per parameter, with the identity line and 1-sigma error bars."""
-    plt = _pyplot()
-    names = metrics["parameters"]
-    truth = np.array(metrics["per_simulation"]["truth"])
-    pred = np.array(metrics["per_simulation"]["prediction"])
-    sigma = metrics["per_simulation"]["sigma"]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.3), squeeze=False)
-    for j, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
-        yerr = None if sigma is None else np.array(sigma)[:, j]
-        ax.errorbar(truth[:, j], pred[:, j], yerr=yerr, fmt="o", ms=3, lw=0.8)
-        lo, hi = min(truth[:, j].min(), pred[:, j].min()), max(truth[:, j].max(), pred[:, j].max())
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        s = metrics["summary"][name]
-        ax.set_title(f"{name}: rel. err {s['relative_error']:.3f}", fontsize=9)
-        ax.set_xlabel("true")
-    axes[0, 0].set_ylabel("predicted (box estimate, 1 sigma)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_fiducial(estimates: np.ndarray, truth: np.ndarray, names: Sequence[str], path: Path) -> Path:
-    """Histogram of the box estimates of a fiducial set per parameter, truth as a line."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), squeeze=False)
-    for j, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
-        ax.hist(estimates[:, j], bins=max(5, len(estimates) // 4), alpha=0.7)
-        ax.axvline(truth[j], color="k", ls="--", lw=1)
-        ax.set_title(
-            f"{name}: scatter {estimates[:, j].std(ddof=1) if len(estimates) > 1 else 0:.4f}", fontsize=9
-        )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_attention(
-    model, store: FieldStore, sim: str, input_names: Sequence[str], crop: int, path: Path
-) -> Path:
-    """The first channel of the first tile of ``sim`` and the ViT's attention rollout on its middle z slice."""
-    from lss_lightning.data.crops import read_periodic
-    from lss_lightning.evaluate.attention import attention_rollout
-
-    plt = _pyplot()
-    inputs = np.concatenate([store.read(sim, n) for n in input_names])
-    cube = torch.from_numpy(read_periodic(inputs, (0, 0, 0), crop))[None].to(next(model.parameters()).device)
-    with torch.no_grad():
-        x, _ = model.network_inputs(cube)
-    rollout = attention_rollout(model.net, x)
-    p = model.net.patch_size
-    cells = np.repeat(np.repeat(np.repeat(rollout, p, 0), p, 1), p, 2)
-    z = crop // 2
-    fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.3))
-    axes[0].imshow(cube[0, 0, :, :, z].cpu().numpy().T, origin="lower", cmap="magma")
-    axes[0].set_title(f"{input_names[0]}, z = {z} of {crop} cells", fontsize=9)
-    axes[1].imshow(cells[:, :, z].T, origin="lower", cmap="viridis")
-    axes[1].set_title("attention rollout (class token)", fontsize=9)
-    for ax in axes:
-        ax.set_xlabel("x [cells]")
-    axes[0].set_ylabel("y [cells]")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def evaluate_task(model, dm, settings: Mapping, out_dir: Path) -> tuple[dict[str, float], dict[str, Path]]:

@@ -1,8 +1,9 @@
-"""Figures for evaluation: spectra with residual and correlation panels, and field slices."""
+"""Every figure of an evaluation: spectra with residual and correlation panels, field slices, halo clustering,
+parameter estimates against truth, the fiducial scatter and a ViT's attention map."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +11,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
+
+from lss_lightning.data.crops import read_periodic
+from lss_lightning.evaluate.attention import attention_rollout
+from lss_lightning.store.reader import FieldStore
+
+
+def save_figure(fig, path: Path, title: str = "", dpi: int = 110) -> Path:
+    """Lay out, title, write (PNG) and close a figure; returns its path."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
 
 QUANTITY_LABELS = {
     "vector": r"$\mathbf{v}$",
@@ -55,12 +72,7 @@ def plot_spectra(sums: Mapping, path: Path, title: str = "") -> Path:
     axes[1, 0].set_ylabel(r"$P_\mathrm{pred}/P_\mathrm{true}-1$")
     axes[2, 0].set_ylabel(r"$r(k)$")
     axes[0, 0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def plot_slices(slices: Mapping[str, np.ndarray], box_size: float, path: Path, component: int = 0) -> Path:
@@ -102,10 +114,7 @@ def plot_slices(slices: Mapping[str, np.ndarray], box_size: float, path: Path, c
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="km/s" if kind == "v" else None)
     axes[0].set_ylabel(r"$y\ [h^{-1}\mathrm{Mpc}]$")
     fig.suptitle(f"slice z = {cut * box_size / n:.0f} Mpc/h, component {'xyz'[component]}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 HALO_CASES = {
@@ -147,9 +156,58 @@ def plot_halo_clustering(halos: Mapping, path: Path, title: str = "") -> Path:
     axes[0, 0].set_ylabel(r"$[h^{-2}\mathrm{Mpc}^2]$")
     axes[1, 0].set_ylabel("minus real space")
     axes[0, 0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
+
+
+def plot_parameters(metrics: dict, path: Path) -> Path:
+    """Predicted against true value per parameter, with the identity line and 1-sigma error bars."""
+    names = metrics["parameters"]
+    truth = np.array(metrics["per_simulation"]["truth"])
+    pred = np.array(metrics["per_simulation"]["prediction"])
+    sigma = metrics["per_simulation"]["sigma"]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.3), squeeze=False)
+    for j, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+        yerr = None if sigma is None else np.array(sigma)[:, j]
+        ax.errorbar(truth[:, j], pred[:, j], yerr=yerr, fmt="o", ms=3, lw=0.8)
+        lo, hi = min(truth[:, j].min(), pred[:, j].min()), max(truth[:, j].max(), pred[:, j].max())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        s = metrics["summary"][name]
+        ax.set_title(f"{name}: rel. err {s['relative_error']:.3f}", fontsize=9)
+        ax.set_xlabel("true")
+    axes[0, 0].set_ylabel("predicted (box estimate, 1 sigma)")
+    return save_figure(fig, path)
+
+
+def plot_fiducial(estimates: np.ndarray, truth: np.ndarray, names: Sequence[str], path: Path) -> Path:
+    """Histogram of the box estimates of a fiducial set per parameter, truth as a line."""
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), squeeze=False)
+    for j, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+        ax.hist(estimates[:, j], bins=max(5, len(estimates) // 4), alpha=0.7)
+        ax.axvline(truth[j], color="k", ls="--", lw=1)
+        ax.set_title(
+            f"{name}: scatter {estimates[:, j].std(ddof=1) if len(estimates) > 1 else 0:.4f}", fontsize=9
+        )
+    return save_figure(fig, path)
+
+
+def plot_attention(
+    model, store: FieldStore, sim: str, input_names: Sequence[str], crop: int, path: Path
+) -> Path:
+    """The first channel of the first tile of ``sim`` and the ViT's attention rollout on its middle z slice."""
+    inputs = np.concatenate([store.read(sim, n) for n in input_names])
+    cube = torch.from_numpy(read_periodic(inputs, (0, 0, 0), crop))[None].to(next(model.parameters()).device)
+    with torch.no_grad():
+        x, _ = model.network_inputs(cube)
+    rollout = attention_rollout(model.net, x)
+    p = model.net.patch_size
+    cells = np.repeat(np.repeat(np.repeat(rollout, p, 0), p, 1), p, 2)
+    z = crop // 2
+    fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.3))
+    axes[0].imshow(cube[0, 0, :, :, z].cpu().numpy().T, origin="lower", cmap="magma")
+    axes[0].set_title(f"{input_names[0]}, z = {z} of {crop} cells", fontsize=9)
+    axes[1].imshow(cells[:, :, z].T, origin="lower", cmap="viridis")
+    axes[1].set_title("attention rollout (class token)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("x [cells]")
+    axes[0].set_ylabel("y [cells]")
+    return save_figure(fig, path)

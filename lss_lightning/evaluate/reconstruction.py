@@ -29,9 +29,10 @@ from lss_lightning.evaluate.plots import plot_halo_clustering, plot_slices, plot
 from lss_lightning.evaluate.report import flat_metrics, print_reconstruction_summary
 from lss_lightning.fields.spectra import CrossStatistics, cross_statistics
 from lss_lightning.fields.velocity import curl, divergence, linear_velocity
+from lss_lightning.store.builder import StorePlan, build_store
 from lss_lightning.store.reader import FieldStore
-from lss_lightning.store.schema import build_manifest, parse_mass_bins
-from lss_lightning.store.writer import SimulationProducts, fill_store, write_json_atomic
+from lss_lightning.store.schema import parse_mass_bins
+from lss_lightning.store.writer import SimulationProducts, write_json_atomic
 
 log = logging.getLogger(__name__)
 REPORT_K = (0.1, 0.3, 0.5, 1.0)  # h/Mpc at which metrics.json tabulates T and r
@@ -310,23 +311,11 @@ def write_predictions(
     """Predicted and linear-theory fields as a field store (same box, grid and cosmologies as the truth)."""
     specs = {name: store.fields[target] for name in (target, f"{target}_linear")}  # same kind, units, space
     sims = [store.simulation(s) for s in predictions]
-    manifest = build_manifest(
-        source=f"prediction of {target} from {store.root}",
-        box_size=store.box_size,
-        grid=store.grid,
-        redshift=store.redshift,
-        los_axis=store.los_axis,
-        fields=specs,
-        simulations=sims,
-        generator={"truth_store": str(store.root)},
-    )
-    fill_store(
-        root,
-        manifest,
-        lambda sim, _report: SimulationProducts(predictions[sim["id"]], {}),
-        progress=False,
-        reconcile_keys=(),
-    )
+    geometry = (store.box_size, store.grid, store.redshift, store.los_axis)
+    truth = {"truth_store": str(store.root)}
+    plan = StorePlan(root, f"prediction of {target} from {store.root}", *geometry, specs, sims, truth)
+    produce = lambda sim, _report: SimulationProducts(predictions[sim["id"]], {})  # noqa: E731
+    build_store(plan, produce, progress=False, reconcile_keys=())
 
 
 def evaluate_task(model, dm, settings: Mapping, out_dir: Path) -> tuple[dict[str, float], dict[str, Path]]:

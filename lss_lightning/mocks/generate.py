@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 from lss_lightning.config import resolve_device
 from lss_lightning.cosmology import Cosmology
@@ -33,12 +32,11 @@ from lss_lightning.mocks.config import RUN_ONLY, MockConfig
 from lss_lightning.mocks.design import design
 from lss_lightning.mocks.fof import particle_mass
 from lss_lightning.mocks.simulate import BoxCones, simulate
+from lss_lightning.store.builder import StorePlan, build_store
 from lss_lightning.store.reader import FieldStore
 from lss_lightning.store.schema import (
-    build_manifest,
     field_spec,
 )
-from lss_lightning.store.writer import fill_store
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +47,8 @@ def generator_settings(cfg: MockConfig) -> dict:
     return json.loads(json.dumps(values))
 
 
-def _manifest(cfg: MockConfig, sims: list[dict]) -> dict:
+def plan(cfg: MockConfig, sims: list[dict]) -> StorePlan:
+    """The store this configuration builds: its fields, the design's simulations, the FoF settings."""
     specs = {name: field_spec(name, cfg.los_axis) for name in cfg.fields}
     halos = None
     if cfg.solver == "pm" and cfg.lightcone is None:
@@ -57,19 +56,11 @@ def _manifest(cfg: MockConfig, sims: list[dict]) -> dict:
             "finder": "fof",
             **{k: getattr(cfg.fof_settings, k) for k in ("linking_length", "min_particles")},
         }
-    return build_manifest(
-        source=("mock-pm-lightcone" if cfg.lightcone else "mock-pm")
-        if cfg.solver == "pm"
-        else f"mock-{cfg.lpt_order}lpt",
-        box_size=cfg.box_size,
-        grid=cfg.grid,
-        redshift=cfg.store_redshift,
-        los_axis=cfg.los_axis,
-        fields=specs,
-        simulations=sims,
-        generator=generator_settings(cfg),
-        halos=halos,
-    )
+    source = f"mock-{cfg.lpt_order}lpt"
+    if cfg.solver == "pm":
+        source = "mock-pm-lightcone" if cfg.lightcone else "mock-pm"
+    geometry = (cfg.box_size, cfg.grid, cfg.store_redshift, cfg.los_axis)
+    return StorePlan(cfg.store, source, *geometry, specs, sims, generator_settings(cfg), halos)
 
 
 def warn_if_resolution_limited(cfg: MockConfig, sims: list[dict]) -> None:
@@ -111,7 +102,6 @@ def warn_if_cone_resolution_limited(cfg: MockConfig, sims: list[dict]) -> None:
 
 def generate_store(cfg: MockConfig, *, progress: bool = True) -> FieldStore:
     """Build (or finish) this shard of the store at ``cfg.store``; returns the store (validated when complete)."""
-    root = Path(cfg.store).expanduser().resolve()
     device = resolve_device(cfg.device)
     sims = design(cfg)
     warn_if_resolution_limited(cfg, sims)
@@ -120,16 +110,15 @@ def generate_store(cfg: MockConfig, *, progress: bool = True) -> FieldStore:
     mine = [s["id"] for i, s in enumerate(sims) if s.get("box", i) % cfg.num_shards == cfg.shard]
     cones = cfg.lightcone is not None and cfg.lightcone_settings.cones_per_box > 1
     produce = BoxCones(cfg, device) if cones else (lambda sim, report: simulate(cfg, sim, device, report))
-    shard = f" shard {cfg.shard}/{cfg.num_shards}" if cfg.num_shards > 1 else ""
-    store = fill_store(
-        root,
-        _manifest(cfg, sims),
+    store = build_store(
+        plan(cfg, sims),
         produce,
         only=mine,
+        shard=(cfg.shard, cfg.num_shards),
+        description=f"{cfg.describe()} on {device}",
         chunk=cfg.chunk,
         compression=cfg.compression,
         progress=progress,
-        description=f"{cfg.describe()} on {device}{shard}",
     )
     if not store.missing():
         store.validate()

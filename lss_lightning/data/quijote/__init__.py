@@ -10,7 +10,7 @@ from lss_lightning.data.quijote.convert import (
     convert_store,
     design,
     grid_snapshot,
-    manifest,
+    plan,
     shard_ids,
 )
 from lss_lightning.data.quijote.cubes import read_density_cube
@@ -41,7 +41,7 @@ __all__ = [
     "design",
     "find_rockstar_file",
     "grid_snapshot",
-    "manifest",
+    "plan",
     "read_density_cube",
     "read_fof",
     "read_group_tab",

@@ -16,7 +16,6 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,17 +36,17 @@ from lss_lightning.fields.particles import (
     fields_to_paint,
 )
 from lss_lightning.fields.tracers import BoxGrid, store_fields
+from lss_lightning.store.builder import StorePlan, build_store
 from lss_lightning.store.reader import FieldStore
 from lss_lightning.store.schema import (
     HaloCatalogue,
-    build_manifest,
     expand_halo_fields,
     field_spec,
     is_catalogue_field,
     parse_mass_bins,
     sim_file_name,
 )
-from lss_lightning.store.writer import SimulationProducts, StepReporter, fill_store
+from lss_lightning.store.writer import SimulationProducts, StepReporter
 
 log = logging.getLogger(__name__)
 HALO_FINDERS = ("fof", "rockstar")
@@ -201,17 +200,13 @@ def design(cfg: QuijoteConfig, layout: QuijoteLayout) -> list[dict]:
     return sims
 
 
-def manifest(cfg: QuijoteConfig, sims: list[dict]) -> dict:
-    return build_manifest(
-        source=f"quijote/{cfg.set_name}",
-        box_size=cfg.box_size,
-        grid=cfg.grid,
-        redshift=cfg.redshift,
-        los_axis=cfg.los_axis,
-        fields={name: field_spec(name, cfg.los_axis, mas=cfg.field_mas(name)) for name in cfg.fields},
-        simulations=sims,
-        generator={k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in RUN_ONLY},
-        halos=cfg.halo_settings(),
+def plan(cfg: QuijoteConfig, sims: list[dict]) -> StorePlan:
+    """The store this conversion builds: its fields (with their mass assignment), the set's simulations."""
+    specs = {name: field_spec(name, cfg.los_axis, mas=cfg.field_mas(name)) for name in cfg.fields}
+    generator = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in RUN_ONLY}
+    geometry = (cfg.box_size, cfg.grid, cfg.redshift, cfg.los_axis)
+    return StorePlan(
+        cfg.store, f"quijote/{cfg.set_name}", *geometry, specs, sims, generator, cfg.halo_settings()
     )
 
 
@@ -346,17 +341,15 @@ def convert_store(cfg: QuijoteConfig, *, progress: bool = True) -> FieldStore:
     check_sources(cfg, layout)
     sims = design(cfg, layout)
     mine = shard_ids(sims, cfg.shard, cfg.num_shards)
-    root = Path(cfg.store).expanduser().resolve()
-    shard = f" shard {cfg.shard}/{cfg.num_shards}" if cfg.num_shards > 1 else ""
-    store = fill_store(
-        root,
-        manifest(cfg, sims),
+    store = build_store(
+        plan(cfg, sims),
         SimulationConverter(cfg, layout),
         only=mine,
+        shard=(cfg.shard, cfg.num_shards),
+        description=f"Quijote {cfg.set_name} z={cfg.redshift:g} -> {cfg.grid}^3",
         chunk=cfg.chunk,
         compression=cfg.compression,
         progress=progress,
-        description=f"Quijote {cfg.set_name} z={cfg.redshift:g} -> {cfg.grid}^3{shard}",
     )
     for sim_id in mine:
         store.open(sim_id).close()

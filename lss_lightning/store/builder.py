@@ -1,0 +1,63 @@
+"""The skeleton every store is built on: a plan (where, what source, the box, the field specs, the simulations
+of the design, the generator's settings, the halo finder) and the resumable fill of one shard of it. The mocks,
+the Quijote converter and the stores of predictions are three producers behind this one path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lss_lightning.store.reader import FieldStore
+from lss_lightning.store.schema import FieldSpec, build_manifest
+from lss_lightning.store.writer import RECONCILE_KEYS, Producer, fill_store
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """A store before any simulation is made: its directory, source (e.g. "mock-pm", "quijote/LH"), box side
+    (Mpc/h), grid cells per side, redshift, line-of-sight axis, fields, the design's simulation entries, the
+    generator settings recorded in the manifest and the halo finder's settings (None: no catalogues)."""
+
+    root: Path
+    source: str
+    box_size: float
+    grid: int
+    redshift: float
+    los_axis: int
+    fields: Mapping[str, FieldSpec]
+    simulations: list[dict]
+    generator: Mapping = field(default_factory=dict)
+    halos: Mapping | None = None
+
+    def manifest(self) -> dict:
+        geometry = {"box_size": self.box_size, "grid": self.grid, "redshift": self.redshift}
+        return build_manifest(
+            source=self.source,
+            los_axis=self.los_axis,
+            fields=self.fields,
+            simulations=self.simulations,
+            generator=self.generator,
+            halos=self.halos,
+            **geometry,
+        )
+
+
+def build_store(
+    plan: StorePlan,
+    produce: Producer,
+    *,
+    only: Iterable[str] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    description: str = "simulations",
+    **fill: object,
+) -> FieldStore:
+    """Write the plan's manifest and produce the simulations of ``only`` (this shard, ``shard`` = (k, K) for
+    the progress text) that are not complete yet; ``fill``: chunk, compression, progress, reconcile_keys
+    (``store.writer.fill_store``)."""
+    k, n = shard
+    text = description + (f" shard {k}/{n}" if n > 1 else "")
+    root = Path(os.path.expanduser(plan.root)).resolve()
+    fill.setdefault("reconcile_keys", RECONCILE_KEYS)
+    return fill_store(root, plan.manifest(), produce, only=only, description=text, **fill)
