@@ -290,25 +290,18 @@ FIDUCIALS: dict[str, Cosmology] = {
     "planck2018": Cosmology(Omega_m=0.3133, Omega_b=0.0493, h=0.6736, n_s=0.9649, sigma_8=0.8079),
 }
 
+# Quijote latin hypercube (Villaescusa-Navarro et al. 2020)
+QUIJOTE_LH = {
+    "Omega_m": (0.1, 0.5),
+    "Omega_b": (0.03, 0.07),
+    "h": (0.5, 0.9),
+    "n_s": (0.8, 1.2),
+    "sigma_8": (0.6, 1.0),
+}
 PRIORS: dict[str, dict[str, tuple[float, float]]] = {
-    # Quijote latin hypercube (Villaescusa-Navarro et al. 2020)
-    "quijote_lh": {
-        "Omega_m": (0.1, 0.5),
-        "Omega_b": (0.03, 0.07),
-        "h": (0.5, 0.9),
-        "n_s": (0.8, 1.2),
-        "sigma_8": (0.6, 1.0),
-    },
-    # Quijote nwLH ("LHvw" in the seed talk): adds neutrino mass (eV) and a constant w
-    "quijote_nwlh": {
-        "Omega_m": (0.1, 0.5),
-        "Omega_b": (0.03, 0.07),
-        "h": (0.5, 0.9),
-        "n_s": (0.8, 1.2),
-        "sigma_8": (0.6, 1.0),
-        "M_nu": (0.01, 1.0),
-        "w0": (-1.3, -0.7),
-    },
+    "quijote_lh": QUIJOTE_LH,
+    # Quijote nwLH ("LHvw" in the seed talk): the LH ranges plus neutrino mass (eV) and a constant w
+    "quijote_nwlh": {**QUIJOTE_LH, "M_nu": (0.01, 1.0), "w0": (-1.3, -0.7)},
     # Hwang & Sabiu (2023) ViT study, w0-wa ranges; Omega_b fixed to the Planck 2018 fiducial
     "hwang_sabiu_w0wa": {
         "Omega_m": (0.25, 0.4),

@@ -67,18 +67,9 @@ def store_fields(
     fields = {name: grids[name].cpu().numpy() for name in names if name in grids}
     halo_names = [name for name in names if is_catalogue_field(name)]
     if halo_names:
+        painting = vars(box)  # grid, box_size, a_h, a_h_f, los_axis, smoothing, device
         halo_fields, halo_attrs = catalogue_fields(
-            catalogue,
-            bins,
-            halo_names,
-            grid=box.grid,
-            box_size=box.box_size,
-            a_h=box.a_h,
-            a_h_f=box.a_h_f,
-            los_axis=box.los_axis,
-            device=box.device,
-            allow_empty=allow_empty,
-            smoothing=box.smoothing,
+            catalogue, bins, halo_names, allow_empty=allow_empty, **painting
         )
         fields.update(halo_fields)
         attrs.update(halo_attrs)

@@ -60,7 +60,8 @@ def plan(cfg: MockConfig, sims: list[dict]) -> StorePlan:
     if cfg.solver == "pm":
         source = "mock-pm-lightcone" if cfg.lightcone else "mock-pm"
     geometry = (cfg.box_size, cfg.grid, cfg.store_redshift, cfg.los_axis)
-    return StorePlan(cfg.store, source, *geometry, specs, sims, generator_settings(cfg), halos)
+    layout = (cfg.chunk, cfg.compression)
+    return StorePlan(cfg.store, source, *geometry, specs, sims, generator_settings(cfg), halos, *layout)
 
 
 def warn_if_resolution_limited(cfg: MockConfig, sims: list[dict]) -> None:
@@ -110,16 +111,8 @@ def generate_store(cfg: MockConfig, *, progress: bool = True) -> FieldStore:
     mine = [s["id"] for i, s in enumerate(sims) if s.get("box", i) % cfg.num_shards == cfg.shard]
     cones = cfg.lightcone is not None and cfg.lightcone_settings.cones_per_box > 1
     produce = BoxCones(cfg, device) if cones else (lambda sim, report: simulate(cfg, sim, device, report))
-    store = build_store(
-        plan(cfg, sims),
-        produce,
-        only=mine,
-        shard=(cfg.shard, cfg.num_shards),
-        description=f"{cfg.describe()} on {device}",
-        chunk=cfg.chunk,
-        compression=cfg.compression,
-        progress=progress,
-    )
+    text, shard = f"{cfg.describe()} on {device}", (cfg.shard, cfg.num_shards)
+    store = build_store(plan(cfg, sims), produce, only=mine, shard=shard, description=text, progress=progress)
     if not store.missing():
         store.validate()
     return store

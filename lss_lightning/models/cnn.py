@@ -170,15 +170,9 @@ def cnn3d_min2024(**kwargs: Any) -> CNN3D:
     return _build("cnn3d_min2024", kwargs)
 
 
-CNN3D_GENERIC = {
-    "channels": [32, 64, 128, 256],
-    "kernels": 3,
-    "strides": 2,
-    "paddings": 1,
-    "pool_size": 1,
-    "hidden": [128, 64],
-    "num_outputs": 7,
-}
+# Min et al.'s head; k3 s2 p1 convolutions (a side n -> ceil(n / 2)) of doubling width, a global pool
+CNN3D_GENERIC = {**CNN3D_MIN2024, "channels": [32, 64, 128, 256], "kernels": 3, "strides": 2, "paddings": 1}
+CNN3D_GENERIC["pool_size"] = 1
 
 
 @register_model(CNN3D_GENERIC)
@@ -188,15 +182,9 @@ def cnn3d(**kwargs: Any) -> CNN3D:
     return _build("cnn3d", kwargs)
 
 
-CNN3D_HWANG_SABIU = {
-    "channels": [32, 64, 128, 256, 512],
-    "kernels": 3,
-    "strides": 2,
-    "paddings": 1,
-    "pool_size": 2,
-    "hidden": [1024, 256],
-    "num_outputs": 3,
-}
+# the generic CNN one stage deeper, pooled to 2^3, with a wider head and three outputs
+CNN3D_HWANG_SABIU = {**CNN3D_GENERIC, "channels": [32, 64, 128, 256, 512], "pool_size": 2}
+CNN3D_HWANG_SABIU.update(hidden=[1024, 256], num_outputs=3)
 
 
 @register_model(CNN3D_HWANG_SABIU)

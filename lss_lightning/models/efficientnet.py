@@ -20,6 +20,7 @@ Presets: ``create_model("efficientnet3d_b0", in_channels=2, num_outputs=14)``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -118,25 +119,20 @@ def _build(name: str, overrides: dict[str, Any]) -> EfficientNet3D:
     return EfficientNet3D(**{**model_config(name), **overrides})
 
 
-@register_model(compound_scaling("b0"))
-def efficientnet3d_b0(**kwargs: Any) -> EfficientNet3D:
-    """The B0 baseline in 3D: 64^3 crops; 4,688,380 parameters + 1281 per output (one input channel)."""
-    return _build("efficientnet3d_b0", kwargs)
+def _register_variant(variant: str, doc: str) -> Callable[..., EfficientNet3D]:
+    """Register the preset ``efficientnet3d_<variant>`` (compound scaling of ``variant``) as an entry point."""
+    name = f"efficientnet3d_{variant}"
+
+    def preset(**kwargs: Any) -> EfficientNet3D:
+        return _build(name, kwargs)
+
+    preset.__name__, preset.__qualname__, preset.__doc__ = name, name, doc
+    return register_model(compound_scaling(variant))(preset)
 
 
-@register_model(compound_scaling("b1"))
-def efficientnet3d_b1(**kwargs: Any) -> EfficientNet3D:
-    """B1: depth x 1.1, 69^3 crops."""
-    return _build("efficientnet3d_b1", kwargs)
-
-
-@register_model(compound_scaling("b2"))
-def efficientnet3d_b2(**kwargs: Any) -> EfficientNet3D:
-    """B2: width x 1.1, depth x 1.2, 74^3 crops."""
-    return _build("efficientnet3d_b2", kwargs)
-
-
-@register_model(compound_scaling("b3"))
-def efficientnet3d_b3(**kwargs: Any) -> EfficientNet3D:
-    """B3: width x 1.2, depth x 1.4, 86^3 crops."""
-    return _build("efficientnet3d_b3", kwargs)
+efficientnet3d_b0 = _register_variant(
+    "b0", "The B0 baseline in 3D: 64^3 crops; 4,688,380 parameters + 1281 per output."
+)
+efficientnet3d_b1 = _register_variant("b1", "B1: depth x 1.1, 69^3 crops.")
+efficientnet3d_b2 = _register_variant("b2", "B2: width x 1.1, depth x 1.2, 74^3 crops.")
+efficientnet3d_b3 = _register_variant("b3", "B3: width x 1.2, depth x 1.4, 86^3 crops.")

@@ -238,14 +238,10 @@ def unet_wu2021_bottleneck(**kwargs: Any) -> UNet3D:
     return UNet3D(**{**model_config("wu2021_bottleneck"), **kwargs})
 
 
-WU2023 = {
+WU2023 = {  # Wu 2021's width; 1x1x1 convolutions between k3 up/down samplings, 4 inputs, 5 outputs
+    **WU2021,
     "levels": [{"down": [1, 1], "up": [1, 1]}, {"down": [1, 1], "up": [1, 1]}],
-    "bottom": [1, 1],
-    "down_kernel": 3,
-    "up_kernel": 3,
-    "in_channels": 4,
-    "out_channels": 5,
-    "width": 32,
+    **{"bottom": [1, 1], "down_kernel": 3, "up_kernel": 3, "in_channels": 4, "out_channels": 5},
 }
 
 

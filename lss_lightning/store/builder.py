@@ -30,17 +30,12 @@ class StorePlan:
     simulations: list[dict]
     generator: Mapping = field(default_factory=dict)
     halos: Mapping | None = None
+    chunk: int = 32  # HDF5 chunk side, cells
+    compression: str | None = None  # None, "gzip", "lzf" or "blosc"
 
     def manifest(self) -> dict:
-        geometry = {"box_size": self.box_size, "grid": self.grid, "redshift": self.redshift}
         return build_manifest(
-            source=self.source,
-            los_axis=self.los_axis,
-            fields=self.fields,
-            simulations=self.simulations,
-            generator=self.generator,
-            halos=self.halos,
-            **geometry,
+            **{k: v for k, v in vars(self).items() if k not in ("root", "chunk", "compression")}
         )
 
 
@@ -54,10 +49,10 @@ def build_store(
     **fill: object,
 ) -> FieldStore:
     """Write the plan's manifest and produce the simulations of ``only`` (this shard, ``shard`` = (k, K) for
-    the progress text) that are not complete yet; ``fill``: chunk, compression, progress, reconcile_keys
-    (``store.writer.fill_store``)."""
+    the progress text) that are not complete yet; ``fill``: progress, reconcile_keys (``store.writer.fill_store``)."""
     k, n = shard
     text = description + (f" shard {k}/{n}" if n > 1 else "")
     root = Path(os.path.expanduser(plan.root)).resolve()
     fill.setdefault("reconcile_keys", RECONCILE_KEYS)
+    fill.update(chunk=plan.chunk, compression=plan.compression)
     return fill_store(root, plan.manifest(), produce, only=only, description=text, **fill)

@@ -65,21 +65,10 @@ class FieldStore:
             raise StoreError(f"{path}: missing keys {missing}; the manifest is damaged, regenerate the store")
 
     # -- manifest-level facts -----------------------------------------------------------------
-    @property
-    def box_size(self) -> float:
-        return float(self.manifest["box_size"])
-
-    @property
-    def grid(self) -> int:
-        return int(self.manifest["grid"])
-
-    @property
-    def redshift(self) -> float:
-        return float(self.manifest["redshift"])
-
-    @property
-    def los_axis(self) -> int:
-        return int(self.manifest["los_axis"])
+    box_size = property(lambda self: float(self.manifest["box_size"]), doc="box side, Mpc/h")
+    grid = property(lambda self: int(self.manifest["grid"]), doc="grid cells per side")
+    redshift = property(lambda self: float(self.manifest["redshift"]), doc="the fields' redshift")
+    los_axis = property(lambda self: int(self.manifest["los_axis"]), doc="line-of-sight axis of _rsd fields")
 
     @property
     def simulation_ids(self) -> list[str]:

@@ -205,9 +205,8 @@ def plan(cfg: QuijoteConfig, sims: list[dict]) -> StorePlan:
     specs = {name: field_spec(name, cfg.los_axis, mas=cfg.field_mas(name)) for name in cfg.fields}
     generator = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in RUN_ONLY}
     geometry = (cfg.box_size, cfg.grid, cfg.redshift, cfg.los_axis)
-    return StorePlan(
-        cfg.store, f"quijote/{cfg.set_name}", *geometry, specs, sims, generator, cfg.halo_settings()
-    )
+    source, halos, layout = f"quijote/{cfg.set_name}", cfg.halo_settings(), (cfg.chunk, cfg.compression)
+    return StorePlan(cfg.store, source, *geometry, specs, sims, generator, halos, *layout)
 
 
 def grid_snapshot(
@@ -341,16 +340,9 @@ def convert_store(cfg: QuijoteConfig, *, progress: bool = True) -> FieldStore:
     check_sources(cfg, layout)
     sims = design(cfg, layout)
     mine = shard_ids(sims, cfg.shard, cfg.num_shards)
-    store = build_store(
-        plan(cfg, sims),
-        SimulationConverter(cfg, layout),
-        only=mine,
-        shard=(cfg.shard, cfg.num_shards),
-        description=f"Quijote {cfg.set_name} z={cfg.redshift:g} -> {cfg.grid}^3",
-        chunk=cfg.chunk,
-        compression=cfg.compression,
-        progress=progress,
-    )
+    text, shard = f"Quijote {cfg.set_name} z={cfg.redshift:g} -> {cfg.grid}^3", (cfg.shard, cfg.num_shards)
+    produce = SimulationConverter(cfg, layout)
+    store = build_store(plan(cfg, sims), produce, only=mine, shard=shard, description=text, progress=progress)
     for sim_id in mine:
         store.open(sim_id).close()
     return store

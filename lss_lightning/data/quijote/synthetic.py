@@ -96,17 +96,9 @@ def write_gadget_snapshot(
         part = {t: (p[0][splits[t][j]], p[1][splits[t][j]]) for t, p in particles.items()}
         first = {t: int(splits[t][j][0]) if len(splits[t][j]) else 0 for t in particles}
         path = base.with_name(f"{base.name}.{j}.hdf5")
+        header = {"totals": totals, "masses": masses, "box_size": box_size, "redshift": redshift}
         write_snapshot_file(
-            path,
-            part,
-            totals=totals,
-            masses=masses,
-            box_size=box_size,
-            redshift=redshift,
-            n_files=n_files,
-            first_id=first,
-            cosmology=cosmology,
-            compress=compress,
+            path, part, n_files=n_files, first_id=first, cosmology=cosmology, compress=compress, **header
         )
         paths.append(path)
     return paths
