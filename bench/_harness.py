@@ -206,3 +206,18 @@ def parse_variant_bench(argv: list[str], doc: str, variants: str, epochs: int, r
         args.seeds = min(args.seeds, 2)
     args.epochs = args.epochs or (1 if args.smoke else epochs)
     return args, extra
+
+
+def train_seed(run_dir, overrides: list[str]) -> dict:
+    """Compose ``train`` with these overrides into ``run_dir``, train and evaluate; the run's metrics.json."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.run import train
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
+    train(cfg)
+    return json.loads((run_dir / "eval" / "metrics.json").read_text())

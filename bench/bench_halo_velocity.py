@@ -30,12 +30,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _harness import mean_std, merge_overrides, over_seeds, parse_variant_bench, variant_overrides
+from _harness import mean_std, merge_overrides, over_seeds, parse_variant_bench, train_seed, variant_overrides
 from bench_velocity_unet import compact, halo_table
 from hydra import compose, initialize_config_dir
 
 from lss_lightning.config import CONF_DIR, REPO_ROOT
-from lss_lightning.run import train
 from lss_lightning.run.assemble import build_data
 
 # + the matter density for the bias; halo_mass_rsd for wu2023_hybrid's halo-weighted loss
@@ -143,10 +142,7 @@ def main(argv: list[str]) -> int:
         run_dir = out / f"{variant}_seed{seed}"
         overrides = merge_overrides(variant_overrides(variant), cpu_overrides(args), extra, [f"seed={seed}"])
         overrides.append(f"evaluation.linear_bias={bias:.3f}")
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
-        train(cfg)
-        metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+        metrics = train_seed(run_dir, overrides)
         return {"seed": seed, "overrides": overrides, "dir": str(run_dir), **compact(metrics)}
 
     start = time.perf_counter()

@@ -38,12 +38,11 @@ from _harness import (
     merge_overrides,
     over_seeds,
     parse_variant_bench,
+    train_seed,
     variant_overrides,
 )
-from hydra import compose, initialize_config_dir
 
-from lss_lightning.config import CONF_DIR, REPO_ROOT
-from lss_lightning.run import train
+from lss_lightning.config import REPO_ROOT
 
 SMOKE = [  # 8 PM boxes of 80 Mpc/h on 40^3 cells (2 Mpc/h, as the full run), built once
     "data.store=${paths.data_dir}/mocks/bench_smoke_velocity",
@@ -277,10 +276,7 @@ def main(argv: list[str]) -> int:
     def run(variant: str, seed: int) -> dict:
         run_dir = out / f"{variant}_seed{seed}"
         overrides = merge_overrides(variant_overrides(variant), cpu_overrides(args), extra, [f"seed={seed}"])
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
-        train(cfg)
-        metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+        metrics = train_seed(run_dir, overrides)
         return {"seed": seed, "overrides": overrides, "dir": str(run_dir), **compact(metrics)}
 
     start = time.perf_counter()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import WU2023_BINS
+from mock_stores import tiny_mock
 
 from lss_lightning.cosmology import Cosmology
 from lss_lightning.fields.mesh import cic_paint
@@ -346,18 +347,16 @@ def test_a_killed_pm_run_resumes(tmp_path):
     store = FieldStore(root)
     assert store.missing() == ["sim_00001", "sim_00002"]
     first = (root / "sim_00000.h5").stat()
-    cfg = MockConfig(
-        store=str(root),
+    cfg = tiny_mock(
+        root,
         n_sims=3,
         grid=8,
         particles=16,
         box_size=32.0,
-        power="eh",
         pm={"steps": 5},
         fields=["density", "halos"],
         mass_bins=[[0, None]],
         fof={"min_particles": 2},
-        device="cpu",
     )
     store = generate_store(cfg, progress=False)
     assert store.missing() == [] and not list(root.glob("*.tmp"))

@@ -77,7 +77,9 @@ def test_no_function_is_longer_than_sixty_lines():
                 first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
                 lines = node.end_lineno - first + 1
                 if lines > MAX_FUNCTION_LINES:
-                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({lines} lines)")
+                    long.append(
+                        f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({lines} lines)"
+                    )
     assert not long, "functions over 60 lines:\n" + "\n".join(long)
 
 

@@ -7,6 +7,7 @@ import math
 import h5py
 import numpy as np
 import pytest
+from mock_stores import tiny_mock
 from scipy.integrate import quad
 
 from lss_lightning.cosmology import SPEED_OF_LIGHT, Cosmology
@@ -109,18 +110,16 @@ def test_tiling_covers_the_cone_once():
 
 
 def test_light_cone_store_from_particle_mesh_snapshots(tmp_path):
-    cfg = MockConfig(
-        store=str(tmp_path / "cone"),
+    cfg = tiny_mock(
+        tmp_path / "cone",
         n_sims=2,
         grid=8,
         particles=32,
         box_size=128.0,
-        power="eh",
         pm={"steps": 4},
         fof={"min_particles": 5},
         fields=["lightcone"],
         lightcone={"z": [0.05, 0.15], "snapshots": 2, "ra": [-30, 30], "dec": [-30, 30]},
-        device="cpu",
     )
     store = generate_store(cfg, progress=False)
     spec = store.fields["lightcone"]
@@ -139,20 +138,18 @@ def test_light_cone_store_from_particle_mesh_snapshots(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_cones(tmp_path_factory):
     """4 light cones over the w0-wa prior: 16^3 particles in 128 Mpc/h, one snapshot, 8^3 histograms."""
-    cfg = MockConfig(
-        store=str(tmp_path_factory.mktemp("cones") / "lh"),
+    cfg = tiny_mock(
+        tmp_path_factory.mktemp("cones") / "lh",
         n_sims=4,
         grid=8,
         particles=16,
         box_size=128.0,
-        power="eh",
         design="latin_hypercube",
         prior="hwang_sabiu_w0wa",
         pm={"steps": 2},
         fof={"min_particles": 3},
         fields=["lightcone"],
         lightcone={"z": [0.05, 0.15], "snapshots": 1},
-        device="cpu",
     )
     return generate_store(cfg, progress=False)
 

@@ -11,6 +11,7 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
+from mock_stores import tiny_mock
 
 from lss_lightning.mocks.config import MockConfig
 from lss_lightning.mocks.design import design
@@ -156,15 +157,7 @@ def test_killed_generation_resumes_without_redoing_complete_simulations(tmp_path
     store = FieldStore(root)
     assert store.missing() == ["sim_00001", "sim_00002"]
     first = (root / "sim_00000.h5").stat()
-    cfg = MockConfig(
-        store=str(root),
-        n_sims=3,
-        grid=8,
-        box_size=32.0,
-        power="eh",
-        fields=["density", "velocity"],
-        device="cpu",
-    )
+    cfg = tiny_mock(root, n_sims=3, grid=8, box_size=32.0, fields=["density", "velocity"])
     store = generate_store(cfg, progress=False)
     assert store.missing() == [] and not list(root.glob("*.tmp"))
     again = (root / "sim_00000.h5").stat()
@@ -175,15 +168,7 @@ def test_killed_generation_resumes_without_redoing_complete_simulations(tmp_path
 
 
 def test_rerun_with_another_design_is_refused_and_growing_is_allowed(tmp_path):
-    cfg = MockConfig(
-        store=str(tmp_path / "g"),
-        n_sims=2,
-        grid=8,
-        box_size=32.0,
-        power="eh",
-        fields=["density"],
-        device="cpu",
-    )
+    cfg = tiny_mock(tmp_path / "g", n_sims=2, grid=8, box_size=32.0, fields=["density"])
     generate_store(cfg, progress=False)
     with pytest.raises(StoreError, match="different grid"):
         generate_store(MockConfig(**{**cfg.__dict__, "grid": 16}), progress=False)
@@ -194,16 +179,14 @@ def test_rerun_with_another_design_is_refused_and_growing_is_allowed(tmp_path):
 
 
 def test_latin_hypercube_design_writes_each_cosmology(tmp_path):
-    cfg = MockConfig(
-        store=str(tmp_path / "lh"),
+    cfg = tiny_mock(
+        tmp_path / "lh",
         n_sims=3,
         grid=8,
         box_size=32.0,
-        power="eh",
         design="latin_hypercube",
         prior="quijote_nwlh",
         fields=["density"],
-        device="cpu",
     )
     store = generate_store(cfg, progress=False)
     omegas = {store.cosmology(s).Omega_m for s in store.simulation_ids}

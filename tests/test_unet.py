@@ -191,7 +191,7 @@ def test_hydra_style_config_and_options():
         UNet3D(levels=cfg.levels, bottom=cfg.bottom, channels=[4, 8])
     with pytest.raises(ValueError, match="up_kernel must be >= 2"):
         UNet3D(levels=cfg.levels, up_kernel=1)
-    with pytest.raises(KeyError, match="unknown model preset .wu2099.; known: .*wu2021"):
+    with pytest.raises(KeyError, match=r"unknown model preset .wu2099.; known: .*wu2021"):
         create_model("wu2099")
     assert {"wu2021", "wu2023"} <= set(list_models(family="unet"))
 
