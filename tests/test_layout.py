@@ -86,3 +86,28 @@ def test_no_function_is_longer_than_sixty_lines():
 @pytest.mark.parametrize("folder", ["run", "store", "data", "mocks", "models", "tasks", "evaluate", "fields"])
 def test_every_folder_of_the_plan_is_a_package(folder):
     assert (PACKAGE / folder / "__init__.py").exists()
+
+
+def test_checkpoints_of_the_old_layout_name_classes_that_still_build(caplog):
+    """A checkpoint's saved config names the _target_s of the layout it was trained with; each moved
+    one is read as its new name (with a warning), and every new name imports."""
+    import importlib
+    import logging
+
+    from lss_lightning.run.assemble import MOVED_TARGETS, upgrade_targets
+
+    old = {
+        "data": {"_target_": "lss_lightning.data.modules.FieldCropDataModule", "crop": 8},
+        "model": {"_target_": "lss_lightning.tasks.inference.ParameterInference", "net": {"_target_": "x"}},
+        "callbacks": [{"_target_": "lss_lightning.channels_last.ChannelsLast3d"}],
+    }
+    with caplog.at_level(logging.WARNING):
+        new = upgrade_targets(old, "old.ckpt")
+    assert new["data"] == {"_target_": "lss_lightning.data.datamodule.FieldCropDataModule", "crop": 8}
+    assert new["model"]["_target_"] == "lss_lightning.tasks.parameters.ParameterInference"
+    assert new["model"]["net"] == {"_target_": "x"}
+    assert new["callbacks"][0]["_target_"] == "lss_lightning.run.callbacks.ChannelsLast3d"
+    assert "old.ckpt: _target_ lss_lightning.data.modules.FieldCropDataModule is now" in caplog.text
+    for target in set(MOVED_TARGETS.values()):
+        module, name = target.rsplit(".", 1)
+        assert hasattr(importlib.import_module(module), name), target

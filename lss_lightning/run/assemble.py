@@ -175,12 +175,45 @@ def warn_if_cell_size_differs(model, dm) -> None:
         )
 
 
+# ``_target_``s of configurations saved in checkpoints before the layout of release 0.x moved them
+MOVED_TARGETS = {
+    "lss_lightning.data.modules.FieldCropDataModule": "lss_lightning.data.datamodule.FieldCropDataModule",
+    "lss_lightning.tasks.inference.ParameterInference": "lss_lightning.tasks.parameters.ParameterInference",
+    "lss_lightning.models.unet.create_unet": "lss_lightning.models.create_model",
+    "lss_lightning.models.cnn.create_cnn3d": "lss_lightning.models.create_model",
+    "lss_lightning.models.vit.create_vit3d": "lss_lightning.models.create_model",
+    "lss_lightning.models.efficientnet.create_efficientnet3d": "lss_lightning.models.create_model",
+    "lss_lightning.models.summary_mlp.create_summary_mlp": "lss_lightning.models.create_model",
+    "lss_lightning.channels_last.ChannelsLast3d": "lss_lightning.run.callbacks.ChannelsLast3d",
+    "lss_lightning.checkpoints.AtomicCheckpointIO": "lss_lightning.run.checkpoints.AtomicCheckpointIO",
+    "lss_lightning.csv_history.ResumableCSVLogger": "lss_lightning.run.loggers.ResumableCSVLogger",
+    "lss_lightning.preemption.PreemptionCheckpoint": "lss_lightning.run.preemption.PreemptionCheckpoint",
+    "lss_lightning.sweep_log.TrialLog": "lss_lightning.run.sweep_log.TrialLog",
+}
+
+
+def upgrade_targets(config: dict, where: str) -> dict:
+    """``config`` (a plain dict, e.g. a checkpoint's ``lss_config``) with moved ``_target_``s renamed
+    (``MOVED_TARGETS``), warning once per old name."""
+    if isinstance(config, dict):
+        out = {k: upgrade_targets(v, where) for k, v in config.items()}
+        old = out.get("_target_")
+        if old in MOVED_TARGETS:
+            log.warning("%s: _target_ %s is now %s (read as the new name)", where, old, MOVED_TARGETS[old])
+            out["_target_"] = MOVED_TARGETS[old]
+        return out
+    if isinstance(config, list):
+        return [upgrade_targets(v, where) for v in config]
+    return config
+
+
 def load_model(ckpt_path: str | os.PathLike, map_location="cpu"):
     """Rebuild a task module from the configuration inside its checkpoint and load its state."""
     checkpoint = checkpoints.load(ckpt_path, map_location=map_location)
     config = checkpoint.get("lss_config")
     if config is None:
         raise ValueError(f"{ckpt_path} holds no lss_config: it was not written by lss-lightning's train.py")
+    checkpoint["lss_config"] = config = upgrade_targets(config, str(ckpt_path))
     cfg = OmegaConf.create(config)
     hparams = checkpoint["hyper_parameters"]
     model = instantiate(cfg.model, **{k: hparams[k] for k in TASK_DATA_KEYS if k in hparams})
