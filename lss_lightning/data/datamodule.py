@@ -174,11 +174,8 @@ class FieldCropDataModule(L.LightningDataModule):
         """From the manifest: a parameter target that takes one value in the whole store cannot be learnt."""
         if not self.parameter_names:
             return
-        values = {
-            p: {round(store.cosmology(s).to_dict()[p], 12) for s in store.simulation_ids}
-            for p in self.parameter_names
-        }
-        constant = [p for p, v in values.items() if len(v) < 2]
+        varying = store.varying_parameters()
+        constant = [p for p in self.parameter_names if p not in varying]
         if constant:
             raise ValueError(
                 f"{constant} take one value in every simulation of {self.store_root}: there is nothing to infer; "

@@ -151,7 +151,7 @@ def evaluate_reconstruction(
     """Predict the boxes of ``sim_ids``, compare with truth and linear theory, write metrics.json and
     (optionally) a field store of predictions under ``out_dir``; returns the metrics dict.
 
-    halos: the halo-level evaluation settings (``evaluate.halos``: mass_bins, s_edges, n_mu; enabled:
+    halos: the halo-level evaluation settings (``evaluation.halos``: mass_bins, s_edges, n_mu; enabled:
     true / false / auto = when the store holds halo catalogues). symmetrise: average each prediction over the
     cube symmetries the data admit (16 keeping the line of sight in redshift space, else 48), see ``predict_box``."""
     out_dir = Path(out_dir)

@@ -118,8 +118,7 @@ def store_facts(data: DictConfig) -> StoreFacts:
     root = Path(str(data.store)).expanduser().resolve()
     if (root / "manifest.json").exists():
         store = FieldStore(root)
-        params = [store.simulation(s)["params"] for s in store.simulation_ids]
-        varying = [p for p in PARAMETER_NAMES if len({round(float(r.get(p, 0.0)), 12) for r in params}) > 1]
+        varying = store.varying_parameters()
         return StoreFacts(
             root, store.grid, store.box_size, dict(store.fields), varying, store.simulation_ids, False
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from lss_lightning.cosmology import Cosmology
+from lss_lightning.cosmology import PARAMETER_NAMES, Cosmology
 from lss_lightning.store import checksums
 from lss_lightning.store.schema import (
     _FILE_ATTRS,
@@ -79,6 +79,11 @@ class FieldStore:
             return self._sims[sim_id]
         except KeyError:
             raise StoreError(f"{self.root}: no simulation {sim_id!r} in the manifest") from None
+
+    def varying_parameters(self) -> list[str]:
+        """The cosmological parameters that take more than one value over the store's simulations."""
+        values = [self.cosmology(s).to_dict() for s in self.simulation_ids]
+        return [p for p in PARAMETER_NAMES if len({round(float(v[p]), 12) for v in values}) > 1]
 
     def cosmology(self, sim_id: str) -> Cosmology:
         return Cosmology.from_mapping(self.simulation(sim_id)["params"])

@@ -5,7 +5,7 @@ Every summary is computed on the *normalised* input crop (the network's own inpu
 each crop treated as a periodic cube of n cells per side:
 
 - ``power_spectrum``: log of the shell-mean power sum_c |rfftn(x_c)|^2 / n^3 in ``pk_bins`` shells of
-  |m| between 1 and n/2 (``pk_binning`` linear or log; see ``tasks.inference``);
+  |m| between 1 and n/2 (``pk_binning`` linear or log; see ``tasks.parameters``);
 - ``correlation_function``: the monopole xi(r) by FFT of the crop (``fields.spectra.batch_correlation_function``,
   crop mean subtracted), in ``xi_bins`` linear bins of |r| from ``xi_range[0] n`` to ``xi_range[1] n``
   cells. Pan et al. 2020 fit s in (0, 130) and (10, 130) Mpc/h of 256 Mpc/h boxes: ``xi_range`` =
