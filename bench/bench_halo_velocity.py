@@ -74,8 +74,9 @@ def halo_bias(store_root: str, sims: list[str]) -> float:
 
     from lss_lightning.fields.mesh import cic_paint
     from lss_lightning.fields.spectra import power_spectrum
+    from lss_lightning.fields.tracers import in_any_bin
     from lss_lightning.store.reader import FieldStore
-    from lss_lightning.store.schema import in_any_bin, parse_mass_bins
+    from lss_lightning.store.schema import parse_mass_bins
 
     store = FieldStore(store_root)
     bins = parse_mass_bins(store.manifest["generator"]["mass_bins"])

@@ -21,9 +21,10 @@ v_los / (a H) along the line of sight first):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,15 +32,62 @@ import torch
 from lss_lightning.fields.mesh import cic_paint
 from lss_lightning.fields.particles import ParticleGridder, add_linear_velocities
 from lss_lightning.fields.velocity import linear_velocity, redshift_space_positions
-from lss_lightning.store.schema import (
-    HALO_BIN_CHANNEL,
-    HALO_SCALAR_FIELDS,
-    HALO_VECTOR_FIELDS,
-    HaloCatalogue,
-    MassBin,
-    in_any_bin,
-    is_catalogue_field,
-)
+
+HALO_BIN_CHANNEL = re.compile(r"halos_m(\d+)(_rsd)?")  # one channel per mass bin
+HALO_SHORTHANDS = {"halos": "real", "halos_rsd": "redshift"}
+HALO_SCALAR_FIELDS = ("halo_mass",)  # each also with "_rsd"
+HALO_VECTOR_FIELDS = ("halo_velocity", "velocity_linear_halos")  # each also with "_rsd"
+# every one-channel (scalar, dimensionless) catalogue field (store.schema.field_spec declares them scalars)
+HALO_CHANNEL = re.compile(r"halos_m\d+(_rsd)?|" + "|".join(rf"{n}(_rsd)?" for n in HALO_SCALAR_FIELDS))
+
+
+class Catalogue(Protocol):
+    """What a halo catalogue (``store.schema.HaloCatalogue``) offers the painting: positions (H, 3) Mpc/h,
+    velocities (H, 3) km/s, masses (H,) Msun/h, the finder's name, and subsets."""
+
+    positions: Any
+    velocities: Any
+    masses: Any
+    finder: str
+
+    def subset(self, keep: np.ndarray) -> Catalogue: ...
+
+
+class Bin(Protocol):
+    """A mass bin (``store.schema.MassBin``): [lo, hi) in Msun/h, hi None for open."""
+
+    lo: float
+    hi: float | None
+
+    def select(self, masses: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> str: ...
+
+
+def in_any_bin(bins: Sequence[Bin], masses: np.ndarray) -> np.ndarray:
+    """Which haloes (masses, Msun/h) fall in at least one of the bins."""
+    keep = np.zeros(len(masses), dtype=bool)
+    for b in bins:
+        keep |= b.select(masses)
+    return keep
+
+
+def halo_channel_names(n_bins: int, spaces: Iterable[str] = ("real",)) -> list[str]:
+    suffix = {"real": "", "redshift": "_rsd"}
+    return [f"halos_m{i}{suffix[s]}" for s in spaces for i in range(n_bins)]
+
+
+def expand_halo_fields(fields: Sequence[str], n_bins: int) -> list[str]:
+    """Replace the shorthands ``halos`` / ``halos_rsd`` by one channel per mass bin (order kept, no repeats)."""
+    out = []
+    for name in fields:
+        out += halo_channel_names(n_bins, [HALO_SHORTHANDS[name]]) if name in HALO_SHORTHANDS else [name]
+    return list(dict.fromkeys(out))
+
+
+def is_catalogue_field(name: str) -> bool:
+    """True for the fields this module makes from a halo catalogue."""
+    return bool(HALO_CHANNEL.fullmatch(name)) or name.removesuffix("_rsd") in HALO_VECTOR_FIELDS
 
 
 @dataclass(frozen=True)
@@ -77,8 +125,8 @@ def store_fields(
 
 
 def catalogue_fields(
-    catalogue: HaloCatalogue,
-    bins: Sequence[MassBin],
+    catalogue: Catalogue,
+    bins: Sequence[Bin],
     names: Sequence[str],
     *,
     grid: int,
@@ -164,7 +212,7 @@ def _bin_channels(catalogue, bins, channels, paint: dict, common: dict, allow_em
     return fields, attrs
 
 
-def _pooled_field(selected: HaloCatalogue, name: str, paint: dict, a_h_f: float, smoothing: float):
+def _pooled_field(selected: Catalogue, name: str, paint: dict, a_h_f: float, smoothing: float):
     """One field of all the binned haloes (see the module docstring) and its own attributes."""
     kind, grid = name.removesuffix("_rsd"), paint["grid"]
     if not len(selected):
@@ -183,7 +231,7 @@ def _pooled_field(selected: HaloCatalogue, name: str, paint: dict, a_h_f: float,
     return field, {"weighting": "number", "a_h_f": a_h_f, "bias": 1.0, "smoothing": smoothing}
 
 
-def _nonempty(catalogue: HaloCatalogue, keep: np.ndarray, what: str, allow_empty: bool) -> HaloCatalogue:
+def _nonempty(catalogue: Catalogue, keep: np.ndarray, what: str, allow_empty: bool) -> Catalogue:
     if not keep.any() and not allow_empty:
         span = (
             f"{catalogue.masses.min():.4g}..{catalogue.masses.max():.4g} Msun/h"
@@ -198,7 +246,7 @@ def _nonempty(catalogue: HaloCatalogue, keep: np.ndarray, what: str, allow_empty
 
 
 def _paint_mass(
-    haloes: HaloCatalogue,
+    haloes: Catalogue,
     *,
     redshift_space: bool,
     grid: int,
@@ -223,7 +271,7 @@ def _paint_mass(
 
 
 def _paint(
-    haloes: HaloCatalogue,
+    haloes: Catalogue,
     names: Sequence[str],
     kind: str,
     *,
@@ -247,3 +295,6 @@ def _paint(
         if s in gridder.empty_fraction
     }
     return grids, empty
+
+
+# catalogue field names

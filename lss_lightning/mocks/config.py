@@ -13,14 +13,10 @@ from lss_lightning.fields.particles import (
     LINEAR_FIELDS,
     PARTICLE_FIELDS,
 )
+from lss_lightning.fields.tracers import expand_halo_fields, is_catalogue_field
 from lss_lightning.mocks.lightcone import LightconeSettings
 from lss_lightning.mocks.pm import PMSettings
-from lss_lightning.store.schema import (
-    LIGHTCONE_FIELD,
-    expand_halo_fields,
-    is_catalogue_field,
-    parse_mass_bins,
-)
+from lss_lightning.store.schema import LIGHTCONE_FIELD, parse_mass_bins
 
 SOLVERS = ("lpt", "pm")
 

@@ -21,11 +21,12 @@ interrupted writer never leaves a file that reads as valid; ``complete = 1`` is 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+
+from lss_lightning.fields.tracers import HALO_CHANNEL, HALO_VECTOR_FIELDS
 
 # files of a store
 SCHEMA_VERSION = 1
@@ -45,13 +46,6 @@ HALO_DATASETS = {
     "n_particles": ("n_particles", np.int64, ()),
 }
 HALO_ATTRS = ("particle_mass", "linking_length", "min_particles", "finder")
-# catalogue field names
-HALO_BIN_CHANNEL = re.compile(r"halos_m(\d+)(_rsd)?")  # one channel per mass bin
-HALO_SHORTHANDS = {"halos": "real", "halos_rsd": "redshift"}
-HALO_SCALAR_FIELDS = ("halo_mass",)  # each also with "_rsd"
-HALO_VECTOR_FIELDS = ("halo_velocity", "velocity_linear_halos")  # each also with "_rsd"
-# every one-channel (scalar, dimensionless) catalogue field: what field_spec declares a scalar
-HALO_CHANNEL = re.compile(r"halos_m\d+(_rsd)?|" + "|".join(rf"{n}(_rsd)?" for n in HALO_SCALAR_FIELDS))
 UNKNOWN_COUNT = -1  # n_particles / min_particles when a finder does not record them
 
 
@@ -201,28 +195,3 @@ def parse_mass_bins(bins: Iterable[Sequence[float | None]] | None) -> list[MassB
             raise ValueError(f"mass_bins[{i}] = {list(pair)}: need 0 <= lo < hi")
         out.append(MassBin(lo, hi))
     return out
-
-
-def in_any_bin(bins: Sequence[MassBin], masses: np.ndarray) -> np.ndarray:
-    keep = np.zeros(len(masses), dtype=bool)
-    for b in bins:
-        keep |= b.select(masses)
-    return keep
-
-
-def halo_channel_names(n_bins: int, spaces: Iterable[str] = ("real",)) -> list[str]:
-    suffix = {"real": "", "redshift": "_rsd"}
-    return [f"halos_m{i}{suffix[s]}" for s in spaces for i in range(n_bins)]
-
-
-def expand_halo_fields(fields: Sequence[str], n_bins: int) -> list[str]:
-    """Replace the shorthands ``halos`` / ``halos_rsd`` by one channel per mass bin (order kept, no repeats)."""
-    out = []
-    for name in fields:
-        out += halo_channel_names(n_bins, [HALO_SHORTHANDS[name]]) if name in HALO_SHORTHANDS else [name]
-    return list(dict.fromkeys(out))
-
-
-def is_catalogue_field(name: str) -> bool:
-    """True for the fields this module makes from a halo catalogue."""
-    return bool(HALO_CHANNEL.fullmatch(name)) or name.removesuffix("_rsd") in HALO_VECTOR_FIELDS

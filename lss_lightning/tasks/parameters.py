@@ -175,7 +175,9 @@ class ParameterInference(TaskModule):
     scattering_*: their settings (``tasks.summaries``); summary_stats_batches: batches of training crops their standardisation is
     computed from."""
 
-    target_kind = "parameters"  # what the data module must provide as targets (checked by run.assemble.build_model)
+    target_kind = (
+        "parameters"  # what the data module must provide as targets (checked by run.assemble.build_model)
+    )
 
     def __init__(
         self,

@@ -35,17 +35,10 @@ from lss_lightning.fields.particles import (
     ParticleGridder,
     fields_to_paint,
 )
-from lss_lightning.fields.tracers import BoxGrid, store_fields
+from lss_lightning.fields.tracers import BoxGrid, expand_halo_fields, is_catalogue_field, store_fields
 from lss_lightning.store.builder import StorePlan, build_store
 from lss_lightning.store.reader import FieldStore
-from lss_lightning.store.schema import (
-    HaloCatalogue,
-    expand_halo_fields,
-    field_spec,
-    is_catalogue_field,
-    parse_mass_bins,
-    sim_file_name,
-)
+from lss_lightning.store.schema import HaloCatalogue, field_spec, parse_mass_bins, sim_file_name
 from lss_lightning.store.writer import SimulationProducts, StepReporter
 
 log = logging.getLogger(__name__)
