@@ -16,6 +16,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from lss_lightning.cosmology import Cosmology
 from lss_lightning.data.quijote.snapshots import GADGET_MASS_UNIT, KPC_TO_MPC
 
 N_TYPES = 6
@@ -23,6 +24,10 @@ N_TYPES = 6
 
 def _blosc() -> dict:
     return dict(hdf5plugin.Blosc(cname="zstd", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+
+
+_F = Cosmology()  # Quijote's fiducial cosmology
+GADGET_FIDUCIAL = (_F.Omega_m, 1.0 - _F.Omega_m, _F.h)  # the header's Omega0, OmegaLambda, HubbleParam
 
 
 def write_snapshot_file(
@@ -35,7 +40,7 @@ def write_snapshot_file(
     redshift: float,
     n_files: int,
     first_id: Mapping[int, int] | None = None,
-    cosmology: tuple[float, float, float] = (0.3175, 0.6825, 0.6711),
+    cosmology: tuple[float, float, float] = GADGET_FIDUCIAL,
     compress: bool = True,
 ) -> None:
     """One file of a snapshot: particles type -> (positions Mpc/h, velocities km/s) held by this file."""
@@ -83,7 +88,7 @@ def write_gadget_snapshot(
     box_size: float,
     redshift: float,
     n_files: int,
-    cosmology: tuple[float, float, float] = (0.3175, 0.6825, 0.6711),
+    cosmology: tuple[float, float, float] = GADGET_FIDUCIAL,
     compress: bool = True,
 ) -> list[Path]:
     """Split each type's (positions Mpc/h, velocities km/s) over ``n_files`` files ``<base>.<j>.hdf5``."""
