@@ -1,15 +1,21 @@
-"""CIC paint of 128^3 particles onto a 128^3 grid: lss_lightning (torch index_add_) vs numpy bincount.
+"""CIC paint of 128^3 particles onto a 128^3 grid: lss_lightning (torch index_add_) vs numpy bincount;
+CIC readout of a 3-component field (the PM force) at 128^3 particles from a 256^3 mesh: one stencil
+(cic_stencil) against three cic_readout calls.
 
 Baseline: the plain numpy implementation (8 np.bincount calls, float64). Peer: Pylians' MAS_library
-when importable. Run: .venv/bin/python bench/bench_cic.py
+when importable. Run: .venv/bin/python bench/bench_cic.py [--only paint|readout]; prefix OMP_NUM_THREADS=1
+to time one thread.
 """
 
 from __future__ import annotations
+
+import argparse
 
 import numpy as np
 from _harness import measure, report
 
 N_PART, N_GRID, BOX = 128, 128, 256.0
+N_FORCE = 256  # force mesh of the readout rows: mesh_factor 2 over the particle lattice, as in the PM
 
 
 def particles() -> np.ndarray:
@@ -97,7 +103,50 @@ def check_pylians() -> float:
     return float(np.abs(cic_paint(torch.from_numpy(pos), N_GRID, BOX).numpy() - grid).max())
 
 
-if __name__ == "__main__":
+def setup_readout():
+    """Particles and a random 3-component float32 field on the force mesh (the 3 force components)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    return torch.from_numpy(particles()), torch.randn(3, N_FORCE, N_FORCE, N_FORCE, generator=gen)
+
+
+def run_three_readouts(state):
+    from lss_lightning.fields.mesh import cic_readout
+
+    pos, field = state
+    for i in range(3):
+        cic_readout(field[i], pos, BOX)
+
+
+def run_stencil_by_component(state):
+    """As ForceMesh.forces_at: one stencil, one (N, N, N) component at a time (one real mesh alive)."""
+    from lss_lightning.fields.mesh import cic_stencil
+
+    pos, field = state
+    stencil = cic_stencil(pos, N_FORCE, BOX)
+    for i in range(3):
+        stencil.readout(field[i])
+
+
+def run_stencil_stacked(state):
+    from lss_lightning.fields.mesh import cic_stencil
+
+    pos, field = state
+    cic_stencil(pos, N_FORCE, BOX).readout(field)
+
+
+def check_readout_agreement() -> float:
+    import torch
+
+    from lss_lightning.fields.mesh import cic_readout, cic_stencil
+
+    pos, field = setup_readout()
+    three = torch.stack([cic_readout(field[i], pos, BOX) for i in range(3)], dim=1)
+    return float((cic_stencil(pos, N_FORCE, BOX).readout(field) - three).abs().max())
+
+
+def bench_paint() -> None:
     import torch
 
     results = [
@@ -120,3 +169,33 @@ if __name__ == "__main__":
         )
     except ImportError:
         pass
+
+
+def bench_readout() -> None:
+    import torch
+
+    base = "3 x cic_readout"
+    results = [
+        measure(base, setup_readout, run_three_readouts, repeats=3),
+        measure("cic_stencil, 3 readouts (N,N,N)", setup_readout, run_stencil_by_component, repeats=3),
+        measure("cic_stencil, 1 readout (3,N,N,N)", setup_readout, run_stencil_stacked, repeats=3),
+    ]
+    report(
+        f"CIC readout of 3 components, {N_PART}^3 particles <- {N_FORCE}^3 mesh (stencil built inside the "
+        f"timed call), torch threads={torch.get_num_threads()}",
+        results,
+        base,
+    )
+    print(f"  max |stencil - cic_readout|: {check_readout_agreement():.2e} (float32)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", choices=("paint", "readout"), default=None, help="run one table")
+    args = parser.parse_args()
+    if args.only != "readout":
+        bench_paint()
+    if args.only != "paint":
+        bench_readout()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lss_lightning.fields.mesh import cic_paint, cic_readout, lattice_positions, mas_window
+from lss_lightning.fields.mesh import cic_paint, cic_readout, cic_stencil, lattice_positions, mas_window
 
 
 def test_cic_conserves_mass_and_momentum():
@@ -58,6 +58,67 @@ def test_readout_of_a_linear_ramp_is_exact_inside_the_box():
     ramp = (2.0 * x).view(n, 1, 1).expand(n, n, n).contiguous()
     pos = torch.tensor([[3.3, 5.0, 7.9], [10.75, 0.1, 2.0]], dtype=torch.float64)
     np.testing.assert_allclose(cic_readout(ramp, pos, box).numpy(), 2.0 * pos[:, 0].numpy(), rtol=1e-12)
+
+
+def _particles_up_to_the_box_edge(count: int, box: float, seed: int) -> torch.Tensor:
+    """Random float32 positions in [0, L), plus ones at 0, exactly at L and at the last float below L."""
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.rand(count, 3, generator=gen) * box
+    below = float(torch.nextafter(torch.tensor(box), torch.tensor(0.0)))
+    edges = torch.tensor([[0.0, box, below], [box, box, box], [below, below, below], [below, 0.0, box / 2]])
+    return torch.cat([pos, edges])
+
+
+def test_one_stencil_reads_three_components_as_three_readouts():
+    n, box = 12, 30.0
+    pos = _particles_up_to_the_box_edge(140_000, box, seed=2)  # more than one CPU chunk (2^17)
+    gen = torch.Generator().manual_seed(3)
+    field = torch.randn(3, n, n, n, generator=gen)
+    stencil = cic_stencil(pos, n, box)
+    vector = stencil.readout(field)
+    assert vector.shape == (len(pos), 3)
+    expect = torch.stack([cic_readout(field[i], pos, box) for i in range(3)], dim=1)
+    torch.testing.assert_close(vector, expect)  # float32 tolerances
+    torch.testing.assert_close(stencil.readout(field[1]), expect[:, 1])
+    # a particle at (L, L, L) sits on grid point 0; one at the last float below L reads (almost) point 0 too
+    torch.testing.assert_close(vector[-3], field[:, 0, 0, 0])
+    torch.testing.assert_close(vector[-2], field[:, 0, 0, 0], rtol=0.0, atol=1e-4)
+    with pytest.raises(ValueError, match="N = 12"):
+        stencil.readout(torch.zeros(3, 8, 8, 8))
+
+
+def test_stencil_paints_as_cic_paint():
+    n, box = 10, 20.0
+    pos = _particles_up_to_the_box_edge(140_000, box, seed=4)
+    gen = torch.Generator().manual_seed(5)
+    mass, momentum = torch.rand(len(pos), generator=gen), torch.randn(len(pos), 3, generator=gen)
+    stencil = cic_stencil(pos, n, box)
+    exact = {"rtol": 0.0, "atol": 0.0}  # same corners, same order of the index_add_ calls
+    torch.testing.assert_close(stencil.paint(), cic_paint(pos, n, box), **exact)
+    torch.testing.assert_close(stencil.paint(mass), cic_paint(pos, n, box, mass), **exact)
+    torch.testing.assert_close(stencil.paint(momentum), cic_paint(pos, n, box, momentum), **exact)
+    assert float(stencil.paint().sum()) == pytest.approx(len(pos), rel=1e-6)  # edge particles stay inside
+
+
+def test_stencil_paint_and_readout_are_adjoint():
+    """sum_p w_p readout(f)_p = sum_cells f paint(w): one stencil, scalar and 3-component fields."""
+    gen = torch.Generator().manual_seed(6)
+    pos = torch.rand(3000, 3, generator=gen, dtype=torch.float64) * 20.0 - 5.0  # some wrapped
+    stencil = cic_stencil(pos, 10, 20.0)
+    w, wv = (
+        torch.randn(3000, generator=gen, dtype=torch.float64),
+        torch.randn(3000, 3, generator=gen).double(),
+    )
+    f, fv = (
+        torch.randn(10, 10, 10, generator=gen).double(),
+        torch.randn(3, 10, 10, 10, generator=gen).double(),
+    )
+    assert float((stencil.readout(f) * w).sum()) == pytest.approx(
+        float((f * stencil.paint(w)).sum()), rel=1e-10
+    )
+    assert float((stencil.readout(fv) * wv).sum()) == pytest.approx(
+        float((fv * stencil.paint(wv)).sum()), rel=1e-10
+    )
 
 
 def test_cic_window_values_at_zero_and_nyquist():
