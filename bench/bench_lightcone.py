@@ -4,20 +4,21 @@
    FoF per snapshot, placing the box's cones on the tiled light cone + histograms), wall and CPU seconds,
    per box and per cone. ``--options`` also times the alternatives the CPU preset was chosen from
    (``OPTIONS``: PM steps, snapshots, force mesh, particles, box size, mass threshold).
-2. Builds (or reuses) the Latin-hypercube store (data=lightcone_w0wa: 128 boxes x 3 cones = 384 cones over
-   the talk's w0-wa prior; split by box, 96 / 16 / 16 boxes = 288 / 48 / 48 cones) and the fiducial store
-   (32 boxes x 3 cones at Planck 2018), then trains experiment=hwang2022_vit and experiment=hwang2022_cnn on
-   the same split for each of ``--seeds`` training seeds (the top-level ``seed``: weights, crop order,
-   mirrors), evaluates each run on the test cones (eval/metrics.json of the run: ``summary`` RMSE and R^2
-   per parameter, ``fiducial`` scatter, ``model`` parameters and timing) and prints mean and spread (sample
-   standard deviation over seeds) of RMSE and R^2 per parameter, ViT and CNN side by side, the talk's beside.
-   CPU sizes (``--vit`` / ``--cnn``): the talk's CNN (cnn3d_hwang_sabiu, 9.2M parameters, on 32^3 cones)
-   and vit3d_tiny (192 wide, 4 blocks, 8^3-cell patches: 64 tokens of a 32^3 cone, 1.9M parameters) for
-   the ViT, because the talk's 22.4M ViT costs ~10x more per epoch (91 against 9 ms of CPU per cone) (``--vit vit3d_hwang_sabiu`` runs it).
+2. Builds (or reuses) the Latin-hypercube store (data=lightcone_w0wa: 256 boxes x 3 cones = 768 cones over
+   the talk's w0-wa prior; split by box, 192 / 32 / 32 boxes = 576 / 96 / 96 cones) and the fiducial store
+   (32 boxes x 3 cones at Planck 2018), then trains experiment=hwang2022_vit, hwang2022_cnn and
+   hwang2022_summaries (``--models``) on the same split for each of ``--seeds`` training seeds (the top-level
+   ``seed``: weights, crop order, mirrors), evaluates each run on the test cones (eval/metrics.json of the
+   run: ``summary`` RMSE and R^2 per parameter, ``fiducial`` scatter, ``model`` parameters and timing) and
+   prints mean and spread (sample standard deviation over seeds) of RMSE and R^2 per parameter, the
+   networks side by side, the talk's beside. The ViT and the CNN see log(1 + counts) and, in their heads,
+   the counts per redshift slice (the experiments' ``slice_means``); the summary MLP sees only those.
+   CPU sizes (``--vit`` / ``--cnn``): vit3d_tiny (192 wide, 4 blocks, 8^3-cell patches: 64 tokens of a
+   32^3 cone, 1.9M parameters), because the talk's 22.4M ViT costs ~10x more per epoch (``--vit
+   vit3d_hwang_sabiu`` runs it), and the generic cnn3d (1.2M, dropout 0.5 before the head) because the
+   talk's 9.2M CNN (``--cnn cnn3d_hwang_sabiu``) overfits 576 cones.
 Run: .venv/bin/python bench/bench_lightcone.py [--epochs 40] [--seeds 3] [--options] [--skip-training]
-     Estimated on 2 free cores (from CPU seconds measured under load): store 128 boxes x ~3.9 s (PM + FoF
-     ~2 s, CAMB ~1.5-2.7 s, writing) ~ 8.5 min, fiducial 32 boxes ~ 2 min, training 2 networks x 3 seeds x
-     ~2.5-3 min (~9.5 ms of CPU per training cone per epoch for either network) ~ 15-18 min: ~25-30 min.
+     Store: 256 boxes took 22 min on 2 cores shared with other jobs (two shards); fiducial 32 boxes ~2 min.
    Before training it prints a summary baseline (``summary_baseline``: ridge regression on log counts in
    16 redshift slices and clustering in 4, same split), the floor the networks must beat.
      Tiny check: --n-sims 12 --n-fiducial 2 --store /tmp/s --fiducial /tmp/f --epochs 2 --seeds 2
@@ -173,17 +174,23 @@ def print_construction(name: str, built: dict) -> None:
     )
 
 
+EXPERIMENTS = {"vit": "hwang2022_vit", "cnn": "hwang2022_cnn", "summary": "hwang2022_summaries"}
+
+
 def run(model: str, seed: int, args: argparse.Namespace, out: Path) -> dict:
     from lss_lightning.run import train
 
     run_dir = out / model / f"seed{seed}"
+    net = {"vit": [f"model.net.name={args.vit}"], "cnn": [f"model.net.name={args.cnn}"]}.get(model, [])
+    if model == "cnn":
+        net.append(f"model.net.dropout={args.cnn_dropout}")
     overrides = [
-        f"experiment=hwang2022_{model}",
+        f"experiment={EXPERIMENTS[model]}",
         f"data.generate.n_sims={args.n_sims}",
         f"data.store={args.store}",
         "data.num_workers=1",
         f"trainer.max_epochs={args.epochs}",
-        f"model.net.name={args.vit if model == 'vit' else args.cnn}",
+        *net,
         "callbacks=default",
         "~callbacks.progress_bar",
         "~callbacks.model_summary",
@@ -269,29 +276,26 @@ def _spread(values: list) -> str:
 
 
 def report(results: dict[str, list[dict]], args: argparse.Namespace, baseline: dict | None = None) -> None:
-    seeds = len(results["vit"])
+    models = list(results)
+    first = results[models[0]]
     print(
         f"\nHwang & Sabiu at CPU size: {args.n_sims} boxes x {args.cones} cones, RMSE and R^2 on the test cones "
-        f"({len(results['vit'][0]['simulations'])}, of held-out boxes), "
-        f"{args.epochs} epochs; mean ± standard deviation over {seeds} training seeds\n"
+        f"({len(first[0]['simulations'])}, of held-out boxes), "
+        f"{args.epochs} epochs; mean ± standard deviation over {len(first)} training seeds\n"
     )
     print(
-        "| parameter | ViT RMSE | ViT R^2 | CNN RMSE | CNN R^2 | ViT fid. scatter | CNN fid. scatter | talk ViT / CNN |"
+        "| parameter | "
+        + " | ".join(f"{m} RMSE | {m} R^2 | {m} fid. scatter" for m in models)
+        + " | talk ViT / CNN |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|" + "---|---|---|" * len(models) + "---|")
     for p in PARAMETERS:
         cells = []
-        for key in ("rmse", "r2"):
-            for m in ("vit", "cnn"):
-                cells.append((m, key, _spread([r["summary"][p][key] for r in results[m]])))
-        ordered = [c[2] for m in ("vit", "cnn") for c in cells if c[0] == m]
-        fid = [
-            _spread(
-                [r.get("fiducial", {}).get("parameters", {}).get(p, {}).get("scatter") for r in results[m]]
-            )
-            for m in ("vit", "cnn")
-        ]
-        print(f"| {p} | " + " | ".join([*ordered, *fid]) + f" | {TALK['vit'][p]} / {TALK['cnn'][p]} |")
+        for m in models:
+            cells += [_spread([r["summary"][p][key] for r in results[m]]) for key in ("rmse", "r2")]
+            fid = [r.get("fiducial", {}).get("parameters", {}).get(p, {}).get("scatter") for r in results[m]]
+            cells.append(_spread(fid))
+        print(f"| {p} | " + " | ".join(cells) + f" | {TALK['vit'][p]} / {TALK['cnn'][p]} |")
     if baseline:
         print(
             "\nsummary baseline (ridge on log counts in 16 z slices + clustering in 4, same split): "
@@ -300,15 +304,13 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, baseline: d
             )
         )
     print(
-        "\n| model | net | parameters | s / epoch (median) | train + eval min per seed | talk: parameters, time |"
-        "\n|---|---|---|---|---|---|"
+        "\n| model | net | parameters | s / epoch (median) | train + eval min per seed |\n|---|---|---|---|---|"
     )
-    for m, net in (("vit", args.vit), ("cnn", args.cnn)):
+    for m in models:
         rs = results[m]
         print(
-            f"| {m.upper()} | {net} | {rs[0]['model']['parameters']:,} | "
-            f"{np.median([r['model']['seconds_per_epoch'] for r in rs]):.1f} | "
-            f"{np.mean([r['_minutes'] for r in rs]):.1f} | {TALK[m]['parameters']}, {TALK[m]['time']} |"
+            f"| {m} | {rs[0]['model']['backbone']} | {rs[0]['model']['parameters']:,} | "
+            f"{np.median([r['model']['seconds_per_epoch'] for r in rs]):.1f} | {np.mean([r['_minutes'] for r in rs]):.1f} |"
         )
 
 
@@ -319,20 +321,27 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per network (seed=1..N)")
     parser.add_argument(
-        "--n-sims", type=int, default=128, help="boxes (PM runs); cones = boxes x cones_per_box"
+        "--n-sims",
+        type=int,
+        default=None,
+        help="boxes (PM runs; default: the config's); cones = boxes x cones_per_box",
     )
     parser.add_argument("--n-fiducial", type=int, default=None, help="fiducial boxes (default: the config's)")
     parser.add_argument("--vit", default="vit3d_tiny", help="ViT preset (the talk's size: vit3d_hwang_sabiu)")
-    parser.add_argument("--cnn", default="cnn3d_hwang_sabiu", help="CNN preset")
+    parser.add_argument("--cnn", default="cnn3d", help="CNN preset (the talk's size: cnn3d_hwang_sabiu)")
+    parser.add_argument("--cnn-dropout", type=float, default=0.5, help="dropout before the CNN's head")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the construction timing")
     parser.add_argument("--store", default=None, help="default: data=lightcone_w0wa's data.store")
     parser.add_argument("--fiducial", default=None, help="default: data=lightcone_fiducial's data.store")
     parser.add_argument("--options", action="store_true", help="also time the alternatives in OPTIONS")
     parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--models", default="vit,cnn", help="networks to train, comma-separated (vit, cnn)")
+    parser.add_argument(
+        "--models", default="vit,cnn,summary", help="networks to train, comma-separated (vit, cnn, summary)"
+    )
     args = parser.parse_args(argv)
     data = _compose(["data=lightcone_w0wa"]).data
     args.store = args.store or str(data.store)
+    args.n_sims = args.n_sims or int(data.generate.n_sims)
     args.cones = int(data.generate.lightcone.get("cones_per_box", 1))
     args.fiducial = args.fiducial or str(_compose(FIDUCIAL).data.store)
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
