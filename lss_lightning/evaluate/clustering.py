@@ -106,11 +106,13 @@ def pair_counts(
     """(n_s, n_mu) counts of unordered pairs by separation s and mu = |s_los| / s, streamed: the points are
     taken in chunks, each chunk's pairs with the points after its start found by scipy's periodic cKDTree
     (``sparse_distance_matrix``), binned with ``bincount`` and dropped, so memory follows the chunk, not the
-    number of pairs. Positions in [0, L). Every unordered pair is counted once."""
+    number of pairs. Positions in [0, L). Every unordered pair is counted once. The points are sorted along x
+    first (the counts do not depend on their order), so a chunk is a slab of the box and its search is local."""
+    pos = pos[np.argsort(pos[:, 0], kind="stable")]
     n = len(pos)
     s_max = float(s_edges[-1])
-    expected = max(n * n / box_size**3 * 4.0 / 3.0 * np.pi * s_max**3, 1.0)  # pairs per point, twice
-    chunk = int(max(64, min(n, pairs_per_chunk / expected)))
+    neighbours = max(n / box_size**3 * 4.0 / 3.0 * np.pi * s_max**3, 1.0)  # points within s_max of a point
+    chunk = int(max(64, min(n, pairs_per_chunk / neighbours)))
     counts = np.zeros((len(s_edges) - 1) * n_mu, dtype=np.int64)
     mu_edges = np.linspace(0.0, 1.0, n_mu + 1)
     for start in range(0, n, chunk):
