@@ -207,6 +207,7 @@ def test_hwang2022_trains_and_evaluates_on_light_cone_histograms(tiny_cones, tmp
         "data.batch_size=2",
         "data.num_workers=0",
         "model.net.name=cnn3d",
+        "model.slice_bins=8",  # the counts per redshift slice of the 8^3 histograms
         "evaluation.fiducial_store=null",
         "evaluation.posterior.enabled=false",
         "evaluation.attention=false",
