@@ -172,12 +172,10 @@ class ParameterInference(TaskModule):
     cube side passed to the net (needed by ViT3D, omitted when None); fourier_channel, summaries,
     summary_field (None: the first scalar input field): the optional inputs of the module docstring;
     n_summary_bins / summary_binning (P(k)), xi_bins / xi_range (xi(r)), slice_bins (slice_means),
-    scattering_*: their settings (``tasks.summaries``); summary_stats_batches: batches of training crops their standardisation is
-    computed from."""
+    scattering_*: their settings (``tasks.summaries``); summary_stats_batches: batches of training crops
+    their standardisation is computed from."""
 
-    target_kind = (
-        "parameters"  # what the data module must provide as targets (checked by run.assemble.build_model)
-    )
+    target_kind = "parameters"  # the targets the data must provide (checked by run.assemble)
 
     def __init__(
         self,
