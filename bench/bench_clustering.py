@@ -217,14 +217,9 @@ def table(label: str, n: int, with_baseline: bool, missing: str | None, rounds: 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
-    p.add_argument(
-        "--points", type=int, default=3000, help="points of the one-box catalogue (10x: ten times)"
-    )
-    p.add_argument(
-        "--materialised-10x",
-        action="store_true",
-        help="also time the materialised baseline on 10x (a few GB; checked against MemAvailable)",
-    )
+    p.add_argument("--points", type=int, default=3000, help="one-box catalogue (10x: ten times)")
+    big = "also time the materialised baseline on 10x (a few GB; checked against MemAvailable)"
+    p.add_argument("--materialised-10x", action="store_true", help=big)
     args = p.parse_args()
     print(f"start: {load()}")
     missing = corrfunc_missing()
