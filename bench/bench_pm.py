@@ -15,7 +15,13 @@ fiducial cosmology, fixed-amplitude initial conditions (one box scatters ~15% at
    jitted 10-step kick-drift-kick loop, at mesh factor 1 and 2, against ours (its pm_forces itself wants one
    particle per mesh cell, so the same functions are driven directly).
 5. How steps and mesh factor move P(k) and the mass function (seed 1): 5 / 10 / 20 steps, mesh 1x / 2x / 3x.
-Run: .venv/bin/python bench/bench_pm.py [--seeds 2] [--skip-big] [--skip-sweep]   (~15 min on 2 CPU cores)
+6. The budget of one force call (``force_budget``; alone with ``--budget``): each stage (stencil, paint, forward
+   FFT, Green's function, 3 x (gradient kernel + inverse FFT), 3 readouts), median of 5 calls, beside its
+   floor: the FFTs against the same transforms of a bare tensor (out= preallocated), the stencil passes against
+   streaming their index and weight arrays once (torch.sum of each: the memory traffic a gather or scatter
+   cannot avoid), so a regression in a stage shows as its ratio to the floor.
+Run: .venv/bin/python bench/bench_pm.py [--seeds 2] [--skip-big] [--skip-sweep] [--budget] [--threads T]
+     (~15 min on 2 CPU cores; --budget alone ~1 min)
 """
 
 from __future__ import annotations
@@ -438,11 +444,75 @@ def main(seeds: int, big: bool, with_sweep: bool) -> None:
         )
 
 
+def _median_time(fn, repeats: int = 5) -> float:
+    fn()  # warm-up (allocator, FFT plans)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def force_budget(n_particles: int = N, mesh: int = 2 * N, threads: int = 1) -> None:
+    """Seconds per stage of one ForceMesh.forces call and the floor of each stage (see the docstring, 6.)."""
+    import torch
+
+    from lss_lightning.fields.mesh import cic_stencil
+    from lss_lightning.mocks.pm import ForceMesh
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    pos = torch.from_numpy((rng.uniform(0, BOX, (n_particles**3, 3))).astype(np.float32))
+    fm = ForceMesh(mesh, BOX)
+    st = cic_stencil(pos, mesh, BOX)
+    count = st.paint()
+    phi_k = torch.fft.rfftn(count) * fm.green
+    grad = torch.fft.irfftn(phi_k * (-1j * fm.gradient[0]), s=(mesh,) * 3)
+    out_k, out_r = torch.empty_like(phi_k), torch.empty_like(grad)
+    stages = {  # stage: (seconds of the stage, seconds of its floor)
+        "stencil": (_median_time(lambda: cic_stencil(pos, mesh, BOX)), None),
+        "paint": (_median_time(st.paint), _median_time(lambda: (st.index.sum(), st.weight.sum()))),
+        "forward FFT": (
+            _median_time(lambda: torch.fft.rfftn(count)),
+            _median_time(lambda: torch.fft.rfftn(count, out=out_k)),
+        ),
+        "Green's function": (_median_time(lambda: phi_k * fm.green), None),
+        "3 x (kernel + inverse FFT)": (
+            _median_time(lambda: [torch.fft.irfftn(phi_k * (-1j * d), s=(mesh,) * 3) for d in fm.gradient]),
+            _median_time(lambda: [torch.fft.irfftn(phi_k, s=(mesh,) * 3, out=out_r) for _ in range(3)]),
+        ),
+        "3 readouts": (
+            _median_time(lambda: [st.readout(grad) for _ in range(3)]),
+            3 * _median_time(lambda: (st.index.sum(), st.weight.sum())),
+        ),
+    }
+    total = _median_time(lambda: fm.forces(pos))
+    print(
+        f"\nbudget of one force call: {n_particles}^3 particles, {mesh}^3 mesh, {threads} thread(s), median of 5, load {os.getloadavg()[0]:.2f}"
+    )
+    print("| stage | seconds | share of the call | floor | stage / floor |\n|---|---|---|---|---|")
+    for name, (sec, floor) in stages.items():
+        floor_text = "-" if floor is None else f"{floor:.3f} | {sec / floor:.2f}"
+        print(
+            f"| {name} | {sec:.3f} | {sec / total:.0%} | {floor_text}"
+            + (" | -" if floor is None else "")
+            + " |"
+        )
+    print(
+        f"| whole call (ForceMesh.forces) | {total:.3f} | 100% | {sum(f or 0 for _, f in stages.values()):.3f} | - |"
+    )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--skip-big", action="store_true", help="skip the 256^3-on-512^3 memory case")
     parser.add_argument("--skip-sweep", action="store_true", help="skip the steps / mesh-factor table")
+    parser.add_argument("--budget", action="store_true", help="only the per-stage budget of one force call")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the budget")
     args = parser.parse_args()
-    main(args.seeds, not args.skip_big, not args.skip_sweep)
+    if not args.budget:
+        main(args.seeds, not args.skip_big, not args.skip_sweep)
+    force_budget(threads=args.threads)
     print(f"load average at the end (last minute): {os.getloadavg()[0]:.2f}")
