@@ -180,8 +180,8 @@ def evaluate_reconstruction(
                 store.read_halos(sim), {"unet": pred, "linear": lin}, store.cosmology(sim).a_h(store.redshift)
             )
         if slices is None:  # the first box, for the slice plot
-            slices = {"input": fields[names.density], "truth": fields[names.target], **predictions[sim]}
-            slices["unet"], slices["linear"] = slices.pop(names.target), slices.pop(f"{names.target}_linear")
+            slices = {"input": fields[names.density], "truth": fields[names.target]}
+            slices.update(unet=pred.numpy(), linear=lin.numpy())
     metrics = _metrics(store, sim_ids, names, linear_bias, sums, halo_eval)
     write_json_atomic(out_dir / "metrics.json", metrics)  # whole or absent (a kill mid-write)
     if save_predictions:

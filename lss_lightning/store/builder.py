@@ -4,14 +4,13 @@ the Quijote converter and the stores of predictions are three producers behind t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lss_lightning.store.reader import FieldStore
 from lss_lightning.store.schema import FieldSpec, build_manifest
-from lss_lightning.store.writer import RECONCILE_KEYS, Producer, fill_store
+from lss_lightning.store.writer import Producer, fill_store
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,5 @@ def build_store(
     the progress text) that are not complete yet; ``fill``: progress, reconcile_keys (``store.writer.fill_store``)."""
     k, n = shard
     text = description + (f" shard {k}/{n}" if n > 1 else "")
-    root = Path(os.path.expanduser(plan.root)).resolve()
-    fill.setdefault("reconcile_keys", RECONCILE_KEYS)
-    fill.update(chunk=plan.chunk, compression=plan.compression)
-    return fill_store(root, plan.manifest(), produce, only=only, description=text, **fill)
+    layout = {"chunk": plan.chunk, "compression": plan.compression}
+    return fill_store(plan.root, plan.manifest(), produce, only=only, description=text, **layout, **fill)
