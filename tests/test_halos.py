@@ -192,6 +192,35 @@ def test_halo_mass_weights_integrate_to_the_cells_and_weight_the_halo_velocity()
     assert empty["halo_mass_rsd"].shape == (1, 8, 8, 8) and not empty["halo_mass_rsd"].any()
 
 
+def test_halo_number_weights_count_each_halo_once():
+    """halo_number[_rsd]: CIC halo count over its box mean (sum N^3), zero in exactly the cells halo_mass is,
+    and unlike halo_mass the same weight for a light and a heavy halo."""
+    rng = np.random.default_rng(6)
+    cat, grid, a_h = _catalogue(rng), 16, 60.0
+    bins = parse_mass_bins([[1e13, None]])
+    names = ["halo_number_rsd", "halo_mass_rsd"]
+    fields, attrs = catalogue_fields(
+        cat, bins, names, grid=grid, box_size=BOX, a_h=a_h, a_h_f=30.0, los_axis=2
+    )
+    keep = cat.masses >= 1e13
+    pos, vel = torch.from_numpy(cat.positions[keep]), torch.from_numpy(cat.velocities[keep])
+    counts = cic_paint(redshift_space_positions(pos, vel, a_h, BOX, 2), grid, BOX).numpy()
+    n = fields["halo_number_rsd"]
+    assert n.shape == (1, grid, grid, grid) and float(n.astype(np.float64).sum()) == pytest.approx(
+        grid**3, rel=1e-5
+    )
+    np.testing.assert_allclose(n[0], counts / (keep.sum() / grid**3), rtol=1e-5, atol=1e-6)
+    assert attrs["halo_number_rsd"]["mean_number_per_cell"] == pytest.approx(keep.sum() / grid**3)
+    assert attrs["halo_number_rsd"]["weighting"] == "number"
+    np.testing.assert_array_equal(n > 0, fields["halo_mass_rsd"] > 0)
+    assert not np.allclose(
+        n, fields["halo_mass_rsd"], rtol=0.1
+    )  # the masses span a decade: the weights differ
+    from lss_lightning.store.schema import field_spec
+
+    assert field_spec("halo_number_rsd", 2).kind == "scalar"
+
+
 def test_halo_mass_is_a_scalar_mock_field(tmp_path):
     """fields: [..., halo_mass_rsd] in a PM mock store: a scalar redshift-space field of mean 1."""
     from lss_lightning.store.schema import field_spec

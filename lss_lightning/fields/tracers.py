@@ -13,6 +13,8 @@ v_los / (a H) along the line of sight first):
   box (to float32 rounding), O(1) where haloes are and exactly 0 in every cell no halo's CIC cloud touches. Per-cell weights
   for a halo-level loss: sum_c w_c v_c / sum_c w_c with v = ``halo_velocity`` is the mass-weighted mean velocity
   of the haloes, sum(M v) / sum(M). Attributes: ``mean_mass_per_cell`` (Msun/h) to undo the division.
+- ``halo_number``: the same with every halo weighted 1 (CIC halo count over its box mean): loss weights under
+  which each halo counts once, as in the per-halo tables and the halo 2PCF. Attribute ``mean_number_per_cell``.
 - ``velocity_linear_halos``: linear theory v(k) = i a H f delta_h(k) k / k^2 exp(-k^2 R^2 / 2) from the
   number-density contrast of all haloes in the bins (no bias divided out: an observer's estimate, with
   bias b the amplitude is b times the matter's). R = ``smoothing`` (Mpc/h, the mock's ``linear_smoothing``)
@@ -35,7 +37,7 @@ from lss_lightning.fields.velocity import linear_velocity, redshift_space_positi
 
 HALO_BIN_CHANNEL = re.compile(r"halos_m(\d+)(_rsd)?")  # one channel per mass bin
 HALO_SHORTHANDS = {"halos": "real", "halos_rsd": "redshift"}
-HALO_SCALAR_FIELDS = ("halo_mass",)  # each also with "_rsd"
+HALO_SCALAR_FIELDS = ("halo_mass", "halo_number")  # each also with "_rsd"
 HALO_VECTOR_FIELDS = ("halo_velocity", "velocity_linear_halos")  # each also with "_rsd"
 # every one-channel (scalar, dimensionless) catalogue field (store.schema.field_spec declares them scalars)
 HALO_CHANNEL = re.compile(r"halos_m\d+(_rsd)?|" + "|".join(rf"{n}(_rsd)?" for n in HALO_SCALAR_FIELDS))
@@ -168,7 +170,7 @@ def catalogue_fields(
 
 def _group_names(names: Sequence[str]) -> tuple[dict[int, list[str]], list[str]]:
     """Catalogue field names -> {mass bin: its channel names}, and the fields of all binned haloes together
-    (halo_velocity, velocity_linear_halos, halo_mass, each optionally _rsd)."""
+    (halo_velocity, velocity_linear_halos, halo_mass, halo_number, each optionally _rsd)."""
     channels: dict[int, list[str]] = {}
     pooled = []
     for name in names:
@@ -216,11 +218,13 @@ def _pooled_field(selected: Catalogue, name: str, paint: dict, a_h_f: float, smo
     """One field of all the binned haloes (see the module docstring) and its own attributes."""
     kind, grid = name.removesuffix("_rsd"), paint["grid"]
     if not len(selected):
-        zeros = np.zeros((1 if kind == "halo_mass" else 3, grid, grid, grid), dtype=np.float32)
-        return zeros, ({"mean_mass_per_cell": 0.0} if kind == "halo_mass" else {"empty_fraction": 1.0})
-    if kind == "halo_mass":
-        field, mean = _paint_mass(selected, redshift_space=name.endswith("_rsd"), **paint)
-        return field, {"weighting": "mass", "mean_mass_per_cell": mean}
+        scalar = kind in HALO_SCALAR_FIELDS
+        zeros = np.zeros((1 if scalar else 3, grid, grid, grid), dtype=np.float32)
+        return zeros, ({f"mean_{kind[5:]}_per_cell": 0.0} if scalar else {"empty_fraction": 1.0})
+    if kind in HALO_SCALAR_FIELDS:  # halo_mass, halo_number: "mean_mass_per_cell" / "mean_number_per_cell"
+        weights = selected.masses if kind == "halo_mass" else np.ones(len(selected))
+        field, mean = _paint_weights(selected, weights, redshift_space=name.endswith("_rsd"), **paint)
+        return field, {"weighting": kind[5:], f"mean_{kind[5:]}_per_cell": mean}
     if kind == "halo_velocity":
         grids, empty = _paint(selected, [name], "velocity", weights=selected.masses, **paint)
         return grids[name], {"weighting": "mass", "empty_fraction": empty[name]}
@@ -245,8 +249,9 @@ def _nonempty(catalogue: Catalogue, keep: np.ndarray, what: str, allow_empty: bo
     return catalogue.subset(keep)
 
 
-def _paint_mass(
+def _paint_weights(
     haloes: Catalogue,
+    weights: np.ndarray,
     *,
     redshift_space: bool,
     grid: int,
@@ -255,18 +260,19 @@ def _paint_mass(
     los_axis: int,
     device=None,
 ) -> tuple[np.ndarray, float]:
-    """(1, N, N, N) CIC halo mass over its box mean (exact zeros where no halo reaches), and that mean in
-    Msun/h per cell. Positions, velocities, the shift and the CIC stencil are ParticleGridder's (float32), so
-    the weights sit exactly under the mass that ``halo_velocity[_rsd]`` divides by."""
+    """(1, N, N, N) CIC sum of the haloes' weights (masses in Msun/h, or ones) over its box mean (exact zeros
+    where no halo reaches), and that mean per cell. Positions, velocities, the shift and the CIC stencil are
+    ParticleGridder's (float32), so mass weights sit exactly under the mass that ``halo_velocity[_rsd]``
+    divides by."""
     device = torch.device(device or "cpu")
     positions = torch.from_numpy(np.asarray(haloes.positions)).to(device, torch.float32)
     if redshift_space:
         velocities = torch.from_numpy(np.asarray(haloes.velocities)).to(device, torch.float32)
         positions = redshift_space_positions(positions, velocities, a_h, box_size, los_axis)
-    masses = torch.from_numpy(np.asarray(haloes.masses, dtype=np.float64))
-    mean = float(masses.sum()) / grid**3  # Msun/h per cell
-    # paint M / mean (O(1) numbers in float32); the box sum is then N^3 up to float32 rounding
-    painted = cic_paint(positions, grid, box_size, (masses / mean).to(device, torch.float32))
+    weights = torch.from_numpy(np.asarray(weights, dtype=np.float64))
+    mean = float(weights.sum()) / grid**3  # per cell
+    # paint w / mean (O(1) numbers in float32); the box sum is then N^3 up to float32 rounding
+    painted = cic_paint(positions, grid, box_size, (weights / mean).to(device, torch.float32))
     return painted.unsqueeze(0).cpu().numpy(), mean
 
 

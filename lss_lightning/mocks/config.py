@@ -133,7 +133,7 @@ class MockConfig:
                 raise ValueError(
                     f"mocks cannot make field {name!r}; choose from {list(PARTICLE_FIELDS)} (+ '_rsd'), "
                     f"{list(LINEAR_FIELDS)}, and with solver=pm: halos, halos_rsd, halo_velocity[_rsd], "
-                    "halo_mass[_rsd], velocity_linear_halos[_rsd]"
+                    "halo_mass[_rsd], halo_number[_rsd], velocity_linear_halos[_rsd]"
                 )
             if self.solver != "pm":
                 raise ValueError(
