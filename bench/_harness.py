@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import statistics
 import time
@@ -90,6 +91,32 @@ def measure(name: str, setup: Callable, run: Callable, repeats: int = 5, warmup:
         raise outcome
     median, best, peak, work = outcome
     return Result(name, median, best, peak, work)
+
+
+def load() -> str:
+    """The load average, printed beside timings (shared cores make them slower)."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def interleaved(cases: list[tuple[str, Callable, Callable]], rounds: int) -> list[Result]:
+    """Every case (name, setup, run) once per round, in a fresh process after one warm-up call, rounds in turn
+    (so a change of load hits every case alike); median / best time, largest peak and work over the rounds."""
+    runs: dict[str, list[Result]] = {name: [] for name, _, _ in cases}
+    for r in range(rounds):
+        for name, setup, run in cases:
+            runs[name].append(measure(name, setup, run, repeats=1, warmup=True))
+        print(f"  round {r + 1}/{rounds} done, {load()}", flush=True)
+    return [
+        Result(
+            name,
+            statistics.median(x.seconds for x in rs),
+            min(x.seconds for x in rs),
+            max(x.peak_mb for x in rs),
+            max(x.work_mb for x in rs),
+        )
+        for name, rs in runs.items()
+    ]
 
 
 def report(title: str, results: list[Result], baseline: str) -> None:

@@ -29,12 +29,10 @@ Run: .venv/bin/python bench/bench_clustering.py [--rounds 5] [--points 3000] [--
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 from functools import partial
 
 import numpy as np
-from _harness import Result, measure, report
+from _harness import Result, interleaved, load, report
 
 BOX, N_MU, LOS = 256.0, 20, 2
 SEED = 7
@@ -113,36 +111,12 @@ def corrfunc_missing() -> str | None:
     return None
 
 
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
-
-
 def mem_available_mb() -> float:
     with open("/proc/meminfo") as fh:
         for line in fh:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) / 1024.0
     return float("inf")
-
-
-def interleaved(cases: list[tuple[str, partial, object]], rounds: int) -> list[Result]:
-    """Every case once per round, rounds in turn; median / best time, largest peak and work over rounds."""
-    runs: dict[str, list[Result]] = {name: [] for name, _, _ in cases}
-    for r in range(rounds):
-        for name, setup, run in cases:
-            runs[name].append(measure(name, setup, run, repeats=1, warmup=True))
-        print(f"  round {r + 1}/{rounds} done, {load()}", flush=True)
-    return [
-        Result(
-            name,
-            statistics.median(x.seconds for x in rs),
-            min(x.seconds for x in rs),
-            max(x.peak_mb for x in rs),
-            max(x.work_mb for x in rs),
-        )
-        for name, rs in runs.items()
-    ]
 
 
 def cases_for(n: int, with_baseline: bool, with_peer: bool) -> list[tuple[str, partial, object]]:

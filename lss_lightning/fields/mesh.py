@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 MAS_ORDER = {"ngp": 1, "cic": 2, "tsc": 3, "pcs": 4}
@@ -190,10 +191,87 @@ class CICStencil:
                 chunk += flat.index_select(-1, index) * w  # index_select: 3-5x faster than flat[..., index]
 
 
-def cic_stencil(positions: torch.Tensor, n: int, box_size: float) -> CICStencil:
+@dataclass(frozen=True, eq=False)
+class CompiledCICStencil:
+    """CPU particles for repeated CIC paint and readout with the compiled kernels (``fields.cic_compiled``):
+    only the positions (P, 3) Mpc/h are kept; each call recomputes the 8 weights in the loop, which is faster
+    than reading a stored stencil back and costs no memory. Same API and numbers (to float rounding) as
+    :class:`CICStencil`."""
+
+    n: int
+    positions: torch.Tensor  # (P, 3), float32 or float64, contiguous, on the CPU
+    box_size: float
+
+    def __len__(self) -> int:
+        return self.positions.shape[0]
+
+    def paint(self, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Summed weights per cell: None (unit mass) or (P,) -> (N, N, N); (P, C) -> (C, N, N, N)."""
+        from lss_lightning.fields import cic_compiled
+
+        if weights is not None and len(weights) != len(self):
+            raise ValueError(f"weights must have one row per particle ({len(self)}), got {len(weights)}")
+        pos, n = self.positions.numpy(), self.n
+        dtype = pos.dtype
+        if weights is None:  # np.zeros: calloc'd pages, zeroed as the kernel first touches them
+            out = np.zeros(n**3, dtype=dtype)
+            cic_compiled.paint_unit(pos, n / self.box_size, n, out)
+            return torch.from_numpy(out).view(n, n, n)
+        w = weights.detach().to(self.positions.dtype).reshape(len(self), -1).contiguous()
+        out = np.zeros((w.shape[1], n**3), dtype=dtype)
+        cic_compiled.paint_weighted(pos, n / self.box_size, n, w.numpy(), out)
+        out = torch.from_numpy(out).view(-1, n, n, n)
+        return out if weights.ndim == 2 else out[0]
+
+    def readout(self, field: torch.Tensor) -> torch.Tensor:
+        """CIC interpolation of a field (N, N, N) -> (P,), or (C, N, N, N) -> (P, C), all components in one pass."""
+        import numba
+
+        from lss_lightning.fields import cic_compiled
+
+        if field.shape[-3:] != (self.n,) * 3 or field.ndim not in (3, 4):
+            raise ValueError(
+                f"field must be shaped (N, N, N) or (C, N, N, N) with N = {self.n}, got {tuple(field.shape)}"
+            )
+        dtype = torch.promote_types(field.dtype, self.positions.dtype)
+        grid = field.detach().to(dtype).reshape(-1, self.n**3).contiguous()
+        out = torch.empty(len(self), grid.shape[0], dtype=dtype)
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        positions = self.positions.to(dtype).numpy()
+        cic_compiled.readout(grid.numpy(), positions, self.n / self.box_size, self.n, out.numpy())
+        return out if field.ndim == 4 else out[:, 0]
+
+
+def compiled_cic_available(*tensors: torch.Tensor | None) -> bool:
+    """True where the compiled CPU kernels apply: every tensor on the CPU and not needing gradients, and numba
+    importable (a dependency; without it the torch path runs)."""
+    if any(t is not None and (t.device.type != "cpu" or t.requires_grad) for t in tensors):
+        return False
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _compiled_stencil(positions: torch.Tensor, n: int, box_size: float) -> CompiledCICStencil:
+    dtype = positions.dtype if positions.dtype in (torch.float32, torch.float64) else torch.float32
+    return CompiledCICStencil(int(n), positions.detach().to(dtype).contiguous(), float(box_size))
+
+
+def cic_stencil(
+    positions: torch.Tensor, n: int, box_size: float, *, compiled: bool | None = None
+) -> CICStencil | CompiledCICStencil:
     """The CIC neighbours of particles (P, 3) in Mpc/h (any real value; wrapped periodically) on a periodic
-    N^3 grid of side ``box_size``: grid point i at x = i dx, dx = L / N."""
+    N^3 grid of side ``box_size``: grid point i at x = i dx, dx = L / N.
+
+    compiled: None picks the compiled CPU kernels where they apply (:func:`compiled_cic_available`), else the
+    torch stencil (any device, autograd); False forces the torch stencil."""
     _check_positions(positions)
+    if compiled is None:
+        compiled = compiled_cic_available(positions)
+    if compiled:
+        return _compiled_stencil(positions, n, box_size)
     dtype = positions.dtype if positions.is_floating_point() else torch.float32
     positions = positions.to(dtype)
     index_dtype = torch.int32 if n**3 < 2**31 else torch.long  # int32 halves the indices' memory
@@ -207,17 +285,26 @@ def cic_stencil(positions: torch.Tensor, n: int, box_size: float) -> CICStencil:
 
 
 def cic_paint(
-    positions: torch.Tensor, n: int, box_size: float, weights: torch.Tensor | None = None
+    positions: torch.Tensor,
+    n: int,
+    box_size: float,
+    weights: torch.Tensor | None = None,
+    *,
+    compiled: bool | None = None,
 ) -> torch.Tensor:
     """Cloud-in-cell assignment of particles to a periodic N^3 grid.
 
     positions: (P, 3) in Mpc/h (any real value; wrapped periodically).
     weights: None (unit mass), (P,) or (P, C).
     Returns the summed weights per cell: (N, N, N) for None or (P,), (C, N, N, N) for (P, C).
-    Torch's index_add_ does the scatter (multi-threaded, on any device), so no custom kernel is needed.
-    The stencil is built a chunk at a time (memory bounded); use :func:`cic_stencil` to paint repeatedly.
+    On the CPU the compiled kernel paints (``fields.cic_compiled``; ``compiled=False`` forces torch); elsewhere
+    torch's index_add_ scatters a chunk of the stencil at a time (memory bounded, any device, autograd).
     """
     _check_positions(positions)
+    if compiled is None:
+        compiled = compiled_cic_available(positions, weights)
+    if compiled:
+        return _compiled_stencil(positions, n, box_size).paint(weights)
     dtype = positions.dtype if positions.is_floating_point() else torch.float32
     vector = weights is not None and weights.ndim == 2
     channels = weights.shape[1] if vector else 1
@@ -225,17 +312,27 @@ def cic_paint(
     step = _chunk_size(positions)
     for start in range(0, len(positions), step):
         part = slice(start, start + step)
-        cic_stencil(positions[part], n, box_size)._paint_into(out, None if weights is None else weights[part])
+        cic_stencil(positions[part], n, box_size, compiled=False)._paint_into(
+            out, None if weights is None else weights[part]
+        )
     return out.view(channels, n, n, n) if vector else out.view(n, n, n)
 
 
-def cic_readout(field: torch.Tensor, positions: torch.Tensor, box_size: float) -> torch.Tensor:
+def cic_readout(
+    field: torch.Tensor, positions: torch.Tensor, box_size: float, *, compiled: bool | None = None
+) -> torch.Tensor:
     """Interpolate a periodic grid to positions with CIC weights (the adjoint of :func:`cic_paint`).
 
-    field: (N, N, N) or (C, N, N, N); positions (P, 3) in Mpc/h. Returns (P,) or (P, C).
-    The stencil is built a chunk at a time (memory bounded); use :func:`cic_stencil` to read repeatedly.
+    field: (N, N, N) or (C, N, N, N); positions (P, 3) in Mpc/h. Returns (P,) or (P, C), in the field's dtype.
+    On the CPU the compiled kernel reads (``compiled=False`` forces torch); elsewhere the torch stencil is
+    built a chunk at a time (memory bounded). Use :func:`cic_stencil` to read repeatedly.
     """
     _check_positions(positions)
+    if compiled is None:
+        compiled = compiled_cic_available(field, positions)
+    if compiled:
+        stencil = _compiled_stencil(positions.to(field.dtype), field.shape[-1], box_size)
+        return stencil.readout(field).to(field.dtype)
     vector = field.ndim == 4
     n = field.shape[-1]
     flat = field.reshape(*field.shape[:-3], n**3)
@@ -244,7 +341,7 @@ def cic_readout(field: torch.Tensor, positions: torch.Tensor, box_size: float) -
     step = _chunk_size(positions)
     for start in range(0, len(positions), step):
         part = slice(start, start + step)
-        cic_stencil(positions[part], n, box_size)._read_into(out[..., part], flat)
+        cic_stencil(positions[part], n, box_size, compiled=False)._read_into(out[..., part], flat)
     return out.T if vector else out
 
 

@@ -25,8 +25,9 @@ Memory (float32): positions, momenta and forces (36 bytes per particle) beside t
 and one force mesh with its half-complex transform and one gradient component at a time. Measured
 (bench/bench_pm.py, before the CIC stencil): 256^3 particles on a 512^3 mesh peak at 3.9 GB, 182 bytes per
 particle above the initial conditions, inside a 16 GB GPU. A force call also holds the particles' CIC
-stencil (fields.mesh.CICStencil, 64 bytes per particle), built once for the paint and the three readouts:
-measured on a CPU at 128^3 particles on a 256^3 mesh, it raises the peak of one call from 316 to 415 MB.
+stencil, built once for the paint and the three readouts: on a GPU fields.mesh.CICStencil (64 bytes per
+particle; measured on a CPU at 128^3 particles on a 256^3 mesh, it raised the peak of one call from 316 to
+415 MB), on the CPU the compiled kernels' CompiledCICStencil (the positions only, no extra memory).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import torch
 
 from lss_lightning.cosmology import Cosmology
 from lss_lightning.fields.kernels import finite_difference_gradient, inverse_laplacian
-from lss_lightning.fields.mesh import CICStencil, cic_stencil, wavevectors
+from lss_lightning.fields.mesh import CICStencil, CompiledCICStencil, cic_stencil, wavevectors
 
 STEPPINGS = ("linear", "log")
 KM_S_PER_MOMENTUM = 100.0  # v [km/s] = 100 p / a, with p in Mpc/h
@@ -104,6 +105,9 @@ class GrowthTable:
         return (self.g(a1) - self.g(a0)) / self.d(a_force)
 
 
+Stencil = CICStencil | CompiledCICStencil  # torch (any device) or compiled (CPU) CIC of one particle set
+
+
 class ForceMesh:
     """Gravitational force F = -grad phi, laplacian phi = delta, from particles painted on an N^3 mesh.
 
@@ -125,13 +129,13 @@ class ForceMesh:
             for k in wavevectors(self.n, self.box_size, device=self.device, zero_nyquist=True)
         )
 
-    def stencil(self, positions: torch.Tensor | CICStencil) -> CICStencil:
+    def stencil(self, positions: torch.Tensor | Stencil) -> Stencil:
         """The CIC stencil of particles (P, 3) Mpc/h on this mesh (a stencil passes through)."""
-        if isinstance(positions, CICStencil):
+        if isinstance(positions, (CICStencil, CompiledCICStencil)):
             return positions
         return cic_stencil(positions, self.n, self.box_size)
 
-    def potential_k(self, positions: torch.Tensor | CICStencil) -> torch.Tensor:
+    def potential_k(self, positions: torch.Tensor | Stencil) -> torch.Tensor:
         """phi_k (rfft) of the particles' CIC density contrast (particles as positions or their stencil)."""
         stencil = self.stencil(positions)
         count = stencil.paint()
@@ -145,10 +149,10 @@ class ForceMesh:
         stencil = self.stencil(positions)  # one stencil (64 bytes per particle) for the paint and 3 readouts
         return self.forces_at(self.potential_k(stencil), stencil)
 
-    def forces_at(self, phi_k: torch.Tensor, positions: torch.Tensor | CICStencil) -> torch.Tensor:
+    def forces_at(self, phi_k: torch.Tensor, positions: torch.Tensor | Stencil) -> torch.Tensor:
         """F = -grad phi read out (CIC) at ``positions`` (P, 3) Mpc/h, or at a stencil's particles, from phi_k."""
         real = phi_k.real.dtype  # as cic_readout: weights in the precision of the field read
-        stencil = self.stencil(positions if isinstance(positions, CICStencil) else positions.to(real))
+        stencil = self.stencil(positions if not isinstance(positions, torch.Tensor) else positions.to(real))
         out = torch.empty(len(stencil), 3, device=phi_k.device, dtype=real)
         for i, d_i in enumerate(self.gradient):  # one component at a time keeps one real mesh alive
             grad = torch.fft.irfftn(phi_k * (-1j * d_i), s=(self.n,) * 3)
