@@ -1,5 +1,5 @@
 """CIC paint of 128^3 particles onto a 256^3 grid, and CIC readout of a 3-component field (the PM force) at the
-same particles from the 256^3 mesh: lss_lightning's compiled CPU kernels (fields/cic_compiled.py, numba) and its
+same particles from the 256^3 mesh: lss_lightning's compiled CPU kernels (fields/compiled.py, numba) and its
 torch path (the stencil of index_add_ / index_select, the GPU path) against numpy and Pylians.
 
 Baseline: plain numpy (8 np.bincount calls, float64; readout: 8 fancy-indexed gathers per component). Peer:

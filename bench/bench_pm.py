@@ -15,13 +15,16 @@ fiducial cosmology, fixed-amplitude initial conditions (one box scatters ~15% at
    jitted 10-step kick-drift-kick loop, at mesh factor 1 and 2, against ours (its pm_forces itself wants one
    particle per mesh cell, so the same functions are driven directly).
 5. How steps and mesh factor move P(k) and the mass function (seed 1): 5 / 10 / 20 steps, mesh 1x / 2x / 3x.
-6. The budget of one force call (``force_budget``; alone with ``--budget``): each stage (stencil, paint, forward
-   FFT, Green's function, 3 x (gradient kernel + inverse FFT), 3 readouts), median of 5 calls, beside its
-   floor: the FFTs against the same transforms of a bare tensor (out= preallocated), the stencil passes against
-   streaming their index and weight arrays once (torch.sum of each: the memory traffic a gather or scatter
-   cannot avoid), so a regression in a stage shows as its ratio to the floor.
+6. The budget of one force call on the CPU (``force_budget``; alone with ``--budget``): each stage (paint, forward
+   FFT, Green's function, inverse FFT to phi, the compiled 4-point gradient, the readout of the 3 components),
+   median of 5 calls, beside its floor: the FFTs against the same transforms into preallocated outputs, the
+   other stages against one pass over the memory they touch (torch.sum or copy_: the traffic a scatter, gather
+   or stencil cannot avoid), so a regression in a stage shows as its ratio to the floor.
+7. ``--forces --threads T``: ours (compiled CIC, and the torch stencil of the GPU path) against jaxpm per force
+   evaluation, 128^3 particles on a 256^3 mesh, interleaved rounds in fresh processes (jax limited to one
+   intra-op thread at T = 1 through XLA_FLAGS).
 Run: .venv/bin/python bench/bench_pm.py [--seeds 2] [--skip-big] [--skip-sweep] [--budget] [--threads T]
-     (~15 min on 2 CPU cores; --budget alone ~1 min)
+     [--forces --rounds 5]   (~15 min on 2 CPU cores; --budget alone ~1 min, --forces ~2 min)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import statistics
 import time
 
 import numpy as np
-from _harness import measure, report
+from _harness import interleaved, load, measure, report
 
 N, BOX, GRID_PK = 128, 256.0, 256
 K_REPORT = (0.1, 0.2, 0.3, 0.5, 1.0)
@@ -205,13 +208,38 @@ def run_big(state):
     run_solver(cfg, Cosmology(), particles)
 
 
-def setup_forces(mesh_factor: int):
+def bench_threads() -> int | None:
+    """Threads of the force cases (--threads, passed to the spawned children as BENCH_THREADS)."""
+    value = os.environ.get("BENCH_THREADS")
+    return int(value) if value else None
+
+
+def force_positions(order: str) -> np.ndarray:
+    """N^3 float32 positions in Mpc/h: "lattice", a particle lattice in its Lagrangian (C) order displaced by
+    3 Mpc/h rms, the order the PM sees (its particles keep their lattice order); "random", uniform in random order
+    (a worst case for the caches: 8x slower CIC, measured)."""
+    rng = np.random.default_rng(0)
+    if order == "random":
+        return rng.uniform(0.0, BOX, (N**3, 3)).astype(np.float32)
+    q = (np.arange(N) + 0.5) * BOX / N
+    lattice = np.stack(np.meshgrid(q, q, q, indexing="ij"), -1).reshape(-1, 3)
+    return ((lattice + rng.normal(scale=3.0, size=lattice.shape)) % BOX).astype(np.float32)
+
+
+def setup_forces(mesh_factor: int, compiled: bool | None = None, order: str = "lattice"):
     import torch
 
     from lss_lightning.mocks.pm import ForceMesh
 
-    positions = torch.rand(N**3, 3, generator=torch.Generator().manual_seed(0)) * BOX
-    return ForceMesh(mesh_factor * N, BOX), positions
+    if bench_threads():
+        torch.set_num_threads(bench_threads())
+    positions = torch.from_numpy(force_positions(order))
+    mesh = ForceMesh(mesh_factor * N, BOX)
+    if compiled is not None:
+        from lss_lightning.fields.mesh import cic_stencil
+
+        return mesh, cic_stencil(positions, mesh.n, BOX, compiled=compiled)  # the stencil's build is untimed
+    return mesh, positions
 
 
 def setup_forces_1():
@@ -222,9 +250,23 @@ def setup_forces_2():
     return setup_forces(2)
 
 
+def setup_forces_2_torch():
+    """The torch stencil (the GPU path) on the CPU; its build is untimed here."""
+    return setup_forces(2, compiled=False)
+
+
+def setup_forces_2_random():
+    return setup_forces(2, order="random")
+
+
 def run_forces(state):
     mesh, positions = state
     mesh.forces(positions)
+
+
+def run_forces_stencil(state):
+    mesh, stencil = state
+    mesh.forces_at(mesh.potential_k(stencil), stencil)
 
 
 def jaxpm_force_function(n: int):
@@ -247,12 +289,13 @@ def jaxpm_force_function(n: int):
     return jax.jit(forces)
 
 
-def setup_jaxpm(mesh_factor: int):
-    import jax
+def setup_jaxpm(mesh_factor: int, order: str = "lattice"):
+    if bench_threads() == 1:  # XLA's CPU client: one intra-op thread (read when jax first imports)
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     import jax.numpy as jnp
 
     n = mesh_factor * N
-    positions = jax.random.uniform(jax.random.PRNGKey(0), (N**3, 3)) * n  # jaxpm: positions in mesh cells
+    positions = jnp.asarray(force_positions(order) * (n / BOX))  # jaxpm: positions in mesh cells
     forces = jaxpm_force_function(n)
     forces(positions).block_until_ready()  # compile outside the timing
     return forces, positions, jnp
@@ -264,6 +307,10 @@ def setup_jaxpm_1():
 
 def setup_jaxpm_2():
     return setup_jaxpm(2)
+
+
+def setup_jaxpm_2_random():
+    return setup_jaxpm(2, order="random")
 
 
 def run_jaxpm(state):
@@ -444,6 +491,38 @@ def main(seeds: int, big: bool, with_sweep: bool) -> None:
         )
 
 
+def force_comparison(threads: int, rounds: int) -> None:
+    """Ours against jaxpm, one force evaluation of 128^3 particles on a 256^3 mesh, at ``threads`` threads:
+    interleaved rounds in fresh processes (the median and best reported), the load average beside it."""
+    os.environ["BENCH_THREADS"] = str(threads)
+    cases = [
+        ("ours, force (compiled CIC)", setup_forces_2, run_forces),
+        ("ours, force (torch stencil)", setup_forces_2_torch, run_forces_stencil),
+        ("ours, force, random order", setup_forces_2_random, run_forces),
+    ]
+    if jaxpm_available():
+        cases += [
+            ("jaxpm, force", setup_jaxpm_2, run_jaxpm),
+            ("jaxpm, force, random order", setup_jaxpm_2_random, run_jaxpm),
+        ]
+    else:
+        print("\njaxpm does not import here (pip install jaxpm 'setuptools<81'); peer timing skipped")
+    results = interleaved(cases, rounds)
+    report(
+        f"one force evaluation, {N}^3 particles, {2 * N}^3 mesh, {threads} thread(s), median of {rounds} "
+        f"interleaved rounds, {load()}",
+        results,
+        cases[0][0],
+    )
+    by = {r.name: r for r in results}
+    if "jaxpm, force" in by:
+        ratio = by["jaxpm, force"].seconds / by[cases[0][0]].seconds
+        print(f"  ours vs jaxpm: {ratio:.2f}x its speed (median t_jaxpm / t_ours; goal >= 2x: {ratio >= 2})")
+        worst = by["jaxpm, force, random order"].seconds / by["ours, force, random order"].seconds
+        print(f"  random order: ours {worst:.2f}x jaxpm's speed")
+        print(f"  jaxpm cross-check, mesh factor 2: forces differ by {jaxpm_agreement(2):.1e} of their rms")
+
+
 def _median_time(fn, repeats: int = 5) -> float:
     fn()  # warm-up (allocator, FFT plans)
     times = []
@@ -454,42 +533,49 @@ def _median_time(fn, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def force_budget(n_particles: int = N, mesh: int = 2 * N, threads: int = 1) -> None:
-    """Seconds per stage of one ForceMesh.forces call and the floor of each stage (see the docstring, 6.)."""
+def force_budget(mesh: int = 2 * N, threads: int = 1) -> None:
+    """Seconds per stage of one ForceMesh.forces call on the CPU (compiled CIC) and the floor of each stage."""
     import torch
 
+    from lss_lightning.fields import compiled
     from lss_lightning.fields.mesh import cic_stencil
     from lss_lightning.mocks.pm import ForceMesh
 
     torch.set_num_threads(threads)
-    rng = np.random.default_rng(0)
-    pos = torch.from_numpy((rng.uniform(0, BOX, (n_particles**3, 3))).astype(np.float32))
+    pos = torch.from_numpy(force_positions("lattice"))  # N^3 particles in their lattice order, as in the PM
     fm = ForceMesh(mesh, BOX)
     st = cic_stencil(pos, mesh, BOX)
     count = st.paint()
     phi_k = torch.fft.rfftn(count) * fm.green
-    grad = torch.fft.irfftn(phi_k * (-1j * fm.gradient[0]), s=(mesh,) * 3)
-    out_k, out_r = torch.empty_like(phi_k), torch.empty_like(grad)
-    stages = {  # stage: (seconds of the stage, seconds of its floor)
-        "stencil": (_median_time(lambda: cic_stencil(pos, mesh, BOX)), None),
-        "paint": (_median_time(st.paint), _median_time(lambda: (st.index.sum(), st.weight.sum()))),
+    phi = torch.fft.irfftn(phi_k, s=(mesh,) * 3)
+    force = torch.empty(mesh, mesh, mesh, 3)
+    out_k, out_r = torch.empty_like(phi_k), torch.empty_like(phi)
+    stages = {  # stage: (seconds of the stage, seconds of its floor: the same memory traffic, or the bare FFT)
+        "paint": (_median_time(st.paint), _median_time(lambda: (pos.sum(), torch.zeros(mesh**3).sum()))),
         "forward FFT": (
             _median_time(lambda: torch.fft.rfftn(count)),
             _median_time(lambda: torch.fft.rfftn(count, out=out_k)),
         ),
-        "Green's function": (_median_time(lambda: phi_k * fm.green), None),
-        "3 x (kernel + inverse FFT)": (
-            _median_time(lambda: [torch.fft.irfftn(phi_k * (-1j * d), s=(mesh,) * 3) for d in fm.gradient]),
-            _median_time(lambda: [torch.fft.irfftn(phi_k, s=(mesh,) * 3, out=out_r) for _ in range(3)]),
+        "Green's function": (_median_time(lambda: phi_k * fm.green), _median_time(lambda: phi_k.sum())),
+        "inverse FFT to phi": (
+            _median_time(lambda: torch.fft.irfftn(phi_k, s=(mesh,) * 3)),
+            _median_time(lambda: torch.fft.irfftn(phi_k, s=(mesh,) * 3, out=out_r)),
         ),
-        "3 readouts": (
-            _median_time(lambda: [st.readout(grad) for _ in range(3)]),
-            3 * _median_time(lambda: (st.index.sum(), st.weight.sum())),
+        "4-point gradient (compiled, channels last)": (
+            _median_time(
+                lambda: compiled.finite_difference_gradient(phi.numpy(), -mesh / BOX, force.numpy())
+            ),
+            _median_time(lambda: force.copy_(phi.unsqueeze(-1).expand_as(force))),
+        ),
+        "readout of 3 components": (
+            _median_time(lambda: st.readout_channels_last(force)),
+            _median_time(lambda: (pos.sum(), force.sum())),
         ),
     }
     total = _median_time(lambda: fm.forces(pos))
     print(
-        f"\nbudget of one force call: {n_particles}^3 particles, {mesh}^3 mesh, {threads} thread(s), median of 5, load {os.getloadavg()[0]:.2f}"
+        f"\nbudget of one force call: {N}^3 particles (lattice order), {mesh}^3 mesh, {threads} thread(s), "
+        f"{type(st).__name__}, median of 5, load {os.getloadavg()[0]:.2f}"
     )
     print("| stage | seconds | share of the call | floor | stage / floor |\n|---|---|---|---|---|")
     for name, (sec, floor) in stages.items():
@@ -510,9 +596,16 @@ if __name__ == "__main__":
     parser.add_argument("--skip-big", action="store_true", help="skip the 256^3-on-512^3 memory case")
     parser.add_argument("--skip-sweep", action="store_true", help="skip the steps / mesh-factor table")
     parser.add_argument("--budget", action="store_true", help="only the per-stage budget of one force call")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the budget")
+    parser.add_argument(
+        "--forces", action="store_true", help="only ours vs jaxpm per force call, interleaved"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="threads of the budget and of --forces")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --forces")
     args = parser.parse_args()
-    if not args.budget:
+    if args.forces:
+        force_comparison(args.threads, args.rounds)
+    elif not args.budget:
         main(args.seeds, not args.skip_big, not args.skip_sweep)
-    force_budget(threads=args.threads)
+    if not args.forces:
+        force_budget(threads=args.threads)
     print(f"load average at the end (last minute): {os.getloadavg()[0]:.2f}")

@@ -144,7 +144,7 @@ def test_cic_window_values_at_zero_and_nyquist():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_compiled_cic_equals_the_torch_path(dtype):
-    """The compiled CPU kernels (fields.cic_compiled) and the torch stencil give the same paint and readout,
+    """The compiled CPU kernels (fields.compiled) and the torch stencil give the same paint and readout,
     scalar and vector, for particles wrapped in from outside the box and at its edges."""
     n, box = 12, 30.0
     pos = torch.cat([_particles_up_to_the_box_edge(20_000, box, seed=7), torch.tensor([[-3.1, 31.7, 95.0]])])

@@ -193,7 +193,7 @@ class CICStencil:
 
 @dataclass(frozen=True, eq=False)
 class CompiledCICStencil:
-    """CPU particles for repeated CIC paint and readout with the compiled kernels (``fields.cic_compiled``):
+    """CPU particles for repeated CIC paint and readout with the compiled kernels (``fields.compiled``):
     only the positions (P, 3) Mpc/h are kept; each call recomputes the 8 weights in the loop, which is faster
     than reading a stored stencil back and costs no memory. Same API and numbers (to float rounding) as
     :class:`CICStencil`."""
@@ -207,7 +207,7 @@ class CompiledCICStencil:
 
     def paint(self, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Summed weights per cell: None (unit mass) or (P,) -> (N, N, N); (P, C) -> (C, N, N, N)."""
-        from lss_lightning.fields import cic_compiled
+        from lss_lightning.fields import compiled
 
         if weights is not None and len(weights) != len(self):
             raise ValueError(f"weights must have one row per particle ({len(self)}), got {len(weights)}")
@@ -215,31 +215,62 @@ class CompiledCICStencil:
         dtype = pos.dtype
         if weights is None:  # np.zeros: calloc'd pages, zeroed as the kernel first touches them
             out = np.zeros(n**3, dtype=dtype)
-            cic_compiled.paint_unit(pos, n / self.box_size, n, out)
+            compiled.paint_unit(pos, self._inv_cell(), n, out)
             return torch.from_numpy(out).view(n, n, n)
         w = weights.detach().to(self.positions.dtype).reshape(len(self), -1).contiguous()
         out = np.zeros((w.shape[1], n**3), dtype=dtype)
-        cic_compiled.paint_weighted(pos, n / self.box_size, n, w.numpy(), out)
+        compiled.paint_weighted(pos, self._inv_cell(), n, w.numpy(), out)
         out = torch.from_numpy(out).view(-1, n, n, n)
         return out if weights.ndim == 2 else out[0]
 
     def readout(self, field: torch.Tensor) -> torch.Tensor:
-        """CIC interpolation of a field (N, N, N) -> (P,), or (C, N, N, N) -> (P, C), all components in one pass."""
-        import numba
-
-        from lss_lightning.fields import cic_compiled
-
+        """CIC interpolation of a field (N, N, N) -> (P,), or (C, N, N, N) -> (P, C), a component at a time
+        (no transposed copy; :meth:`readout_channels_last` reads all components in one pass)."""
         if field.shape[-3:] != (self.n,) * 3 or field.ndim not in (3, 4):
             raise ValueError(
                 f"field must be shaped (N, N, N) or (C, N, N, N) with N = {self.n}, got {tuple(field.shape)}"
             )
+        if field.ndim == 4:
+            return torch.stack([self.readout(component) for component in field], dim=1)
+        from lss_lightning.fields import compiled
+
+        grid, positions = self._operands(field)
+        out = torch.from_numpy(np.empty(len(self), dtype=grid.dtype))
+        compiled.readout_scalar(
+            grid.reshape(-1), positions, positions.dtype.type(self.n / self.box_size), self.n, out.numpy()
+        )
+        return out
+
+    def readout_channels_last(self, field: torch.Tensor) -> torch.Tensor:
+        """CIC interpolation of a channels-last field (N, N, N, C) -> (P, C), all components in one pass (the
+        kernel's own layout: no copy when the field is contiguous)."""
+        from lss_lightning.fields import compiled
+
+        if field.shape[:3] != (self.n,) * 3 or field.ndim != 4:
+            raise ValueError(f"field must be shaped (N, N, N, C) with N = {self.n}, got {tuple(field.shape)}")
+        grid, positions = self._operands(field)
+        out = torch.from_numpy(np.empty((len(self), field.shape[3]), dtype=grid.dtype))
+        compiled.readout(
+            grid.reshape(self.n**3, -1),
+            positions,
+            positions.dtype.type(self.n / self.box_size),
+            self.n,
+            out.numpy(),
+        )
+        return out
+
+    def _operands(self, field: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The field and positions as contiguous numpy arrays of one dtype (the wider of the two), and numba's
+        threads set to torch's."""
+        import numba
+
         dtype = torch.promote_types(field.dtype, self.positions.dtype)
-        grid = field.detach().to(dtype).reshape(-1, self.n**3).contiguous()
-        out = torch.empty(len(self), grid.shape[0], dtype=dtype)
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        positions = self.positions.to(dtype).numpy()
-        cic_compiled.readout(grid.numpy(), positions, self.n / self.box_size, self.n, out.numpy())
-        return out if field.ndim == 4 else out[:, 0]
+        return field.detach().to(dtype).contiguous().numpy(), self.positions.to(dtype).numpy()
+
+    def _inv_cell(self):
+        """N / L (1 / (Mpc/h)) as a numpy scalar of the positions' dtype: the kernels' maths run in it."""
+        return self.positions.numpy().dtype.type(self.n / self.box_size)
 
 
 def compiled_cic_available(*tensors: torch.Tensor | None) -> bool:
@@ -297,7 +328,7 @@ def cic_paint(
     positions: (P, 3) in Mpc/h (any real value; wrapped periodically).
     weights: None (unit mass), (P,) or (P, C).
     Returns the summed weights per cell: (N, N, N) for None or (P,), (C, N, N, N) for (P, C).
-    On the CPU the compiled kernel paints (``fields.cic_compiled``; ``compiled=False`` forces torch); elsewhere
+    On the CPU the compiled kernel paints (``fields.compiled``; ``compiled=False`` forces torch); elsewhere
     torch's index_add_ scatters a chunk of the stencil at a time (memory bounded, any device, autograd).
     """
     _check_positions(positions)
