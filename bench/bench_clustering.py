@@ -1,5 +1,6 @@
-"""Halo pair counts DD(s, mu) in a periodic box: lss_lightning's streamed ``pair_counts`` against the
-materialised counting it replaced, and against Corrfunc where it imports.
+"""Halo pair counts DD(s, mu) in a periodic box: lss_lightning's ``pair_counts`` (the compiled cell list, and
+the streamed cKDTree search, method="tree") against the materialised counting they replaced, and against
+Corrfunc where it imports.
 
 Catalogues (synthetic, seeded, no simulation): "one box", 3,000 halo-like points in a 256 Mpc/h box (about
 the FoF haloes of a mock box: half uniform, half in clumps of ~10 points, Gaussian sigma 2 Mpc/h, so there are
@@ -13,8 +14,8 @@ over every pair below s_max, numpy separations and np.histogram2d, holding every
 a pair). On the 10x catalogue it needs a few GB, so it runs there only with --materialised-10x, and only if
 /proc/meminfo's MemAvailable covers twice its estimate. Peer: Corrfunc.theory.DDsmu (periodic, autocorr=1,
 nthreads = torch threads, mu_max = 1, the same s edges and mu bins) where ``import Corrfunc`` works; else
-skipped with the reason. The check: ours equals the baseline exactly (np.array_equal) on the one-box
-catalogue.
+skipped with the reason. The check: both of ours equal the baseline exactly (np.array_equal) on the one-box
+catalogue. Threads: OMP_NUM_THREADS (torch's, which numba and Corrfunc are given too).
 
 Timing: each (case, round) runs in a fresh spawned process (_harness.measure: untimed setup, one warm-up
 call, then one timed call; peak RSS reset after setup). The cases are interleaved, round by round (ours,
@@ -37,7 +38,8 @@ from _harness import Result, interleaved, load, report
 BOX, N_MU, LOS = 256.0, 20, 2
 SEED = 7
 BYTES_PER_PAIR = 110  # the materialised path's peak per pair (the issue: 7.4 GB for 73 M pairs, ~101 B)
-OURS, BASE, PEER = "ours streamed (pair_counts)", "materialised (query_pairs+hist2d)", "Corrfunc DDsmu"
+OURS, TREE = "ours compiled (pair_counts)", "ours tree (streamed cKDTree)"
+BASE, PEER = "materialised (query_pairs+hist2d)", "Corrfunc DDsmu"
 
 
 def s_edges() -> np.ndarray:
@@ -83,6 +85,13 @@ def run_ours(state):
     pair_counts(pos, BOX, edges, N_MU, LOS)
 
 
+def run_tree(state):
+    from lss_lightning.evaluate.clustering import pair_counts
+
+    pos, edges = state
+    pair_counts(pos, BOX, edges, N_MU, LOS, method="tree")
+
+
 def run_materialised(state):
     materialised_counts(*state)
 
@@ -120,7 +129,7 @@ def mem_available_mb() -> float:
 
 
 def cases_for(n: int, with_baseline: bool, with_peer: bool) -> list[tuple[str, partial, object]]:
-    cases = [(OURS, partial(setup_catalogue, n), run_ours)]
+    cases = [(OURS, partial(setup_catalogue, n), run_ours), (TREE, partial(setup_catalogue, n), run_tree)]
     if with_baseline:
         cases.append((BASE, partial(setup_catalogue, n), run_materialised))
     if with_peer:
@@ -148,8 +157,10 @@ def check_exact(n: int) -> None:
 
     pos, edges = halo_like(n), s_edges()
     ours, base = pair_counts(pos, BOX, edges, N_MU, LOS), materialised_counts(pos, edges)
+    tree = pair_counts(pos, BOX, edges, N_MU, LOS, method="tree")
     print(
-        f"  ours == materialised exactly (np.array_equal): {np.array_equal(ours, base)}, {ours.sum()} pairs"
+        f"  ours == materialised exactly (np.array_equal): {np.array_equal(ours, base)}, tree == materialised: "
+        f"{np.array_equal(tree, base)}, {ours.sum()} pairs"
     )
 
 

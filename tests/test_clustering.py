@@ -173,6 +173,33 @@ def test_streamed_pair_counts_equal_the_materialised_ones_exactly():
     mu = np.minimum(np.abs(d[:, 2]) / s, 1.0)
     reference, _, _ = np.histogram2d(s, mu, bins=[s_edges, np.linspace(0, 1, n_mu + 1)])
     for per_chunk in (500, 20_000, 10**9):  # many chunks, a few, one
-        streamed = pair_counts(pos, box, s_edges, n_mu, 2, pairs_per_chunk=per_chunk)
+        streamed = pair_counts(pos, box, s_edges, n_mu, 2, method="tree", pairs_per_chunk=per_chunk)
         np.testing.assert_array_equal(streamed, reference)
     assert reference.sum() == len(pairs) > 10_000
+    np.testing.assert_array_equal(
+        pair_counts(pos, box, s_edges, n_mu, 2), reference
+    )  # the compiled cell list
+
+
+@pytest.mark.parametrize(
+    ("box", "s_max", "los_axis"),
+    [(200.0, 40.0, 2), (100.0, 45.0, 0), (60.0, 29.0, 1)],  # 10, 4 and 4 cells per side: offsets wrap
+)
+def test_compiled_pair_counts_equal_the_tree_ones_exactly(box, s_max, los_axis):
+    """The cell list (every cell pair once, also when a small grid wraps its neighbours onto each other) and the
+    cKDTree search count the same pairs into the same bins, with points on cell edges and at the box edge, and
+    pairs exactly at bin edges (points on a lattice)."""
+    from lss_lightning.evaluate.clustering import pair_counts
+
+    rng = np.random.default_rng(12)
+    pos = rng.uniform(0.0, box, (2500, 3))
+    pos[:50] = pos[50:100] + rng.normal(0, 0.3, (50, 3))  # close pairs, some across the boundary
+    lattice = np.stack(np.meshgrid(*(np.arange(0.0, box, box / 10),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    pos = np.mod(np.concatenate([pos, lattice, [[0.0, 0.0, 0.0], [np.nextafter(box, 0), 0.0, 0.0]]]), box)
+    s_edges = np.linspace(0.0, s_max, 7)
+    tree = pair_counts(pos, box, s_edges, 8, los_axis, method="tree")
+    compiled = pair_counts(pos, box, s_edges, 8, los_axis)
+    np.testing.assert_array_equal(compiled, tree)
+    assert tree.sum() > 10_000 and compiled.dtype == np.int64
+    with pytest.raises(ValueError, match="'compiled' or 'tree'"):
+        pair_counts(pos, box, s_edges, 8, los_axis, method="kd")

@@ -6,8 +6,9 @@ Estimator: natural, xi = DD / RR - 1 with the analytic RR of a periodic box,
 RR = N (N - 1) / 2 * (4 pi / 3) (s_hi^3 - s_lo^3) * dmu / V, to which Landy-Szalay reduces when the
 randoms are uniform in a periodic box. Multipoles xi_l(s) = (2 l + 1) int_0^1 xi(s, mu) L_l(mu) dmu
 (midpoint rule in mu; even l, since xi(s, mu) = xi(s, -mu)); xi_1D(mu) = int xi(s, mu) ds over the s range
-(Mpc/h), as in Wu et al. 2023's figure. Pairs are streamed in chunks and binned on the fly (``pair_counts``):
-memory is bounded by ``PAIRS_PER_CHUNK``, whatever the number of pairs.
+(Mpc/h), as in Wu et al. 2023's figure. Pairs are counted by a compiled cell list (``evaluate.pair_counting``)
+or streamed from cKDTree in chunks and binned on the fly (``tree_pair_counts``, memory bounded by
+``PAIRS_PER_CHUNK``); neither holds the pairs, and both give the same counts.
 """
 
 from __future__ import annotations
@@ -96,6 +97,28 @@ PAIRS_PER_CHUNK = 2_000_000  # pairs held at once while counting (~100 bytes eac
 
 
 def pair_counts(
+    pos: np.ndarray,
+    box_size: float,
+    s_edges: np.ndarray,
+    n_mu: int,
+    los_axis: int,
+    method: str = "compiled",
+    pairs_per_chunk: int = PAIRS_PER_CHUNK,
+) -> np.ndarray:
+    """(n_s, n_mu) counts of unordered pairs of points (P, 3) in [0, L) by separation s and mu = |s_los| / s.
+
+    method: "compiled", the cell list of ``evaluate.pair_counting`` (numba, parallel, no memory per pair), or
+    "tree", the streamed cKDTree search (:func:`tree_pair_counts`); both give the same integers."""
+    if method == "compiled":
+        from lss_lightning.evaluate.pair_counting import cell_pair_counts
+
+        return cell_pair_counts(pos, box_size, s_edges, np.linspace(0.0, 1.0, n_mu + 1), los_axis)
+    if method != "tree":
+        raise ValueError(f"pair_counts method must be 'compiled' or 'tree', got {method!r}")
+    return tree_pair_counts(pos, box_size, s_edges, n_mu, los_axis, pairs_per_chunk)
+
+
+def tree_pair_counts(
     pos: np.ndarray,
     box_size: float,
     s_edges: np.ndarray,

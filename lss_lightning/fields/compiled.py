@@ -21,6 +21,13 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import torch
+
+
+def use_torch_threads() -> None:
+    """Run numba's parallel loops on as many threads as torch's (``torch.set_num_threads``, OMP_NUM_THREADS),
+    within numba's own limit (NUMBA_NUM_THREADS): one setting for both."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")

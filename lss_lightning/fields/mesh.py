@@ -262,10 +262,10 @@ class CompiledCICStencil:
     def _operands(self, field: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """The field and positions as contiguous numpy arrays of one dtype (the wider of the two), and numba's
         threads set to torch's."""
-        import numba
+        from lss_lightning.fields.compiled import use_torch_threads
 
         dtype = torch.promote_types(field.dtype, self.positions.dtype)
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        use_torch_threads()
         return field.detach().to(dtype).contiguous().numpy(), self.positions.to(dtype).numpy()
 
     def _inv_cell(self):

@@ -1,4 +1,5 @@
-"""Halo catalogues -> gridded fields: one code path for the mocks' FoF haloes and Quijote's FoF/Rockstar.
+"""Halo and galaxy catalogues -> gridded fields: one code path for the mocks' FoF haloes (and their HOD
+galaxies) and Quijote's FoF/Rockstar.
 
 Fields made from a catalogue (N^3 grids, CIC, the project's grid convention; ``_rsd``: haloes shifted by
 v_los / (a H) along the line of sight first):
@@ -19,6 +20,14 @@ v_los / (a H) along the line of sight first):
   number-density contrast of all haloes in the bins (no bias divided out: an observer's estimate, with
   bias b the amplitude is b times the matter's). R = ``smoothing`` (Mpc/h, the mock's ``linear_smoothing``)
   keeps the haloes' shot noise, white in delta_h, from turning into large small-scale velocities.
+
+Fields made from a galaxy catalogue (any object with positions and velocities, e.g. the HOD galaxies of
+``mocks.galaxies``; all its galaxies, no mass bins):
+- ``galaxies``: number-density contrast n / nbar - 1 of the galaxies, nbar = (galaxies) / N^3 (CIC).
+- ``galaxy_velocity``: the galaxies' mean velocity per cell in km/s (each galaxy weighted 1), empty cells
+  filled by the rule of ``halo_velocity`` (the same painting code).
+- ``velocity_linear_galaxies``: linear theory from ``galaxies``, as ``velocity_linear_halos`` from the haloes.
+Their attributes: n_galaxies, number_density ((h/Mpc)^3) and the catalogue's HOD as hod_<name>.
 """
 
 from __future__ import annotations
@@ -41,6 +50,9 @@ HALO_SCALAR_FIELDS = ("halo_mass", "halo_number")  # each also with "_rsd"
 HALO_VECTOR_FIELDS = ("halo_velocity", "velocity_linear_halos")  # each also with "_rsd"
 # every one-channel (scalar, dimensionless) catalogue field (store.schema.field_spec declares them scalars)
 HALO_CHANNEL = re.compile(r"halos_m\d+(_rsd)?|" + "|".join(rf"{n}(_rsd)?" for n in HALO_SCALAR_FIELDS))
+GALAXY_SCALAR_FIELDS = ("galaxies",)  # each also with "_rsd"
+GALAXY_VECTOR_FIELDS = ("galaxy_velocity", "velocity_linear_galaxies")  # each also with "_rsd"
+GALAXY_FIELDS = (*GALAXY_SCALAR_FIELDS, *GALAXY_VECTOR_FIELDS)
 
 
 class Catalogue(Protocol):
@@ -53,6 +65,16 @@ class Catalogue(Protocol):
     finder: str
 
     def subset(self, keep: np.ndarray) -> Catalogue: ...
+
+
+class Tracers(Protocol):
+    """What a galaxy catalogue (``store.schema.GalaxyCatalogue``) offers the painting: positions (G, 3) Mpc/h,
+    velocities (G, 3) km/s, its length, and optionally ``hod`` (name -> value) for the field attributes."""
+
+    positions: Any
+    velocities: Any
+
+    def __len__(self) -> int: ...
 
 
 class Bin(Protocol):
@@ -92,6 +114,11 @@ def is_catalogue_field(name: str) -> bool:
     return bool(HALO_CHANNEL.fullmatch(name)) or name.removesuffix("_rsd") in HALO_VECTOR_FIELDS
 
 
+def is_galaxy_field(name: str) -> bool:
+    """True for the fields this module makes from a galaxy catalogue."""
+    return name.removesuffix("_rsd") in GALAXY_FIELDS
+
+
 @dataclass(frozen=True)
 class BoxGrid:
     """Where a simulation's fields are painted: grid cells per side, box side (Mpc/h), a H(z) and a H(z) f(z)
@@ -108,21 +135,38 @@ class BoxGrid:
 
 
 def store_fields(
-    grids: dict, attrs: dict, names: Sequence[str], box: BoxGrid, catalogue=None, bins=(), allow_empty=False
+    grids: dict,
+    attrs: dict,
+    names: Sequence[str],
+    box: BoxGrid,
+    catalogue=None,
+    bins=(),
+    allow_empty=False,
+    galaxies: Tracers | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """The fields of one simulation as the store holds them (float32 numpy, with attributes): the painted
-    particle ``grids`` (name -> tensor), linear velocities from them, and the catalogue fields among ``names``
-    from the haloes in ``bins``. The one path of the mocks and the Quijote converter."""
+    particle ``grids`` (name -> tensor), linear velocities from them, the catalogue fields among ``names``
+    from the haloes in ``bins`` and the galaxy fields from ``galaxies``. The one path of the mocks and the
+    Quijote converter."""
     add_linear_velocities(grids, attrs, names, box.box_size, box.a_h_f, box.smoothing)
     fields = {name: grids[name].cpu().numpy() for name in names if name in grids}
+    painting = vars(box)  # grid, box_size, a_h, a_h_f, los_axis, smoothing, device
     halo_names = [name for name in names if is_catalogue_field(name)]
     if halo_names:
-        painting = vars(box)  # grid, box_size, a_h, a_h_f, los_axis, smoothing, device
         halo_fields, halo_attrs = catalogue_fields(
             catalogue, bins, halo_names, allow_empty=allow_empty, **painting
         )
         fields.update(halo_fields)
         attrs.update(halo_attrs)
+    galaxy_names = [name for name in names if is_galaxy_field(name)]
+    if galaxy_names:
+        if galaxies is None:
+            raise ValueError(
+                f"{galaxy_names} need a galaxy catalogue: give an hod block to populate the haloes"
+            )
+        new_fields, new_attrs = galaxy_fields(galaxies, galaxy_names, allow_empty=allow_empty, **painting)
+        fields.update(new_fields)
+        attrs.update(new_attrs)
     return fields, attrs
 
 
@@ -228,11 +272,73 @@ def _pooled_field(selected: Catalogue, name: str, paint: dict, a_h_f: float, smo
     if kind == "halo_velocity":
         grids, empty = _paint(selected, [name], "velocity", weights=selected.masses, **paint)
         return grids[name], {"weighting": "mass", "empty_fraction": empty[name]}
-    density_name = "halos_all_rsd" if name.endswith("_rsd") else "halos_all"
-    grids, _ = _paint(selected, [density_name], "density", **paint)
+    return _linear_velocity(selected, name, paint, a_h_f, smoothing)
+
+
+def _linear_velocity(tracers, name: str, paint: dict, a_h_f: float, smoothing: float):
+    """Linear theory (no bias divided out) from the number-density contrast of the tracers, in the space
+    ``name`` says; the field and its attributes."""
+    density_name = "tracers_rsd" if name.endswith("_rsd") else "tracers"
+    grids, _ = _paint(tracers, [density_name], "density", **paint)
     delta = torch.from_numpy(grids[density_name])
     field = linear_velocity(delta, paint["box_size"], a_h_f, smoothing=smoothing).numpy()
     return field, {"weighting": "number", "a_h_f": a_h_f, "bias": 1.0, "smoothing": smoothing}
+
+
+def galaxy_fields(
+    galaxies: Tracers,
+    names: Sequence[str],
+    *,
+    grid: int,
+    box_size: float,
+    a_h: float,
+    a_h_f: float,
+    los_axis: int,
+    device=None,
+    allow_empty: bool = False,
+    smoothing: float = 0.0,
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """The requested galaxy fields (see the module docstring) as float32 (C, N, N, N), with attributes.
+
+    a_h, a_h_f in (km/s)/(Mpc/h) as for ``catalogue_fields``. No galaxies is an error, or with ``allow_empty``
+    fields of zeros with n_galaxies = 0 (and empty_fraction = 1 for the velocity)."""
+    hod = getattr(galaxies, "hod", None) or {}
+    common = {
+        "n_galaxies": len(galaxies),
+        "number_density": len(galaxies) / box_size**3,  # (h/Mpc)^3
+        **{f"hod_{key}": float(value) for key, value in hod.items()},
+    }
+    if not len(galaxies) and not allow_empty:
+        source = getattr(galaxies, "source", "") or "the galaxy catalogue"
+        raise ValueError(
+            f"{source} holds no galaxies: the HOD puts none in these haloes; lower hod.log_M_min "
+            "(or set allow_empty_bins=true for fields of zeros)"
+        )
+    paint = {"grid": grid, "box_size": box_size, "a_h": a_h, "los_axis": los_axis, "device": device}
+    fields, attrs = {}, {}
+    for name in names:
+        if not is_galaxy_field(name):
+            raise ValueError(
+                f"{name!r} is not made from a galaxy catalogue ({', '.join(GALAXY_FIELDS)} [+ '_rsd'])"
+            )
+        fields[name], extra = _galaxy_field(galaxies, name, paint, a_h_f, smoothing)
+        attrs[name] = {**common, **extra}
+    return fields, attrs
+
+
+def _galaxy_field(galaxies: Tracers, name: str, paint: dict, a_h_f: float, smoothing: float):
+    """One galaxy field and its own attributes; zeros without galaxies."""
+    kind, grid = name.removesuffix("_rsd"), paint["grid"]
+    if not len(galaxies):
+        scalar = kind in GALAXY_SCALAR_FIELDS
+        zeros = np.zeros((1 if scalar else 3, grid, grid, grid), dtype=np.float32)
+        return zeros, ({"empty_fraction": 1.0} if kind == "galaxy_velocity" else {})
+    if kind == "galaxies":
+        return _paint(galaxies, [name], "density", **paint)[0][name], {"weighting": "number"}
+    if kind == "galaxy_velocity":
+        grids, empty = _paint(galaxies, [name], "velocity", **paint)
+        return grids[name], {"weighting": "number", "empty_fraction": empty[name]}
+    return _linear_velocity(galaxies, name, paint, a_h_f, smoothing)
 
 
 def _nonempty(catalogue: Catalogue, keep: np.ndarray, what: str, allow_empty: bool) -> Catalogue:
@@ -288,11 +394,13 @@ def _paint(
     device=None,
     weights: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Paint haloes with ParticleGridder: ``kind`` density or velocity, in the space each name says."""
+    """Paint haloes (or galaxies) with ParticleGridder: ``kind`` density or velocity, in the space each name
+    says; weights None weights each tracer 1."""
     sources = [f"{kind}_rsd" if n.endswith("_rsd") else kind for n in names]
     gridder = ParticleGridder(grid, box_size, sources, a_h=a_h, los_axis=los_axis, device=device)
     masses = 1.0 if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float32))
-    gridder.add(torch.from_numpy(haloes.positions), torch.from_numpy(haloes.velocities), masses)
+    positions, velocities = np.asarray(haloes.positions), np.asarray(haloes.velocities)
+    gridder.add(torch.from_numpy(positions), torch.from_numpy(velocities), masses)
     painted = gridder.finalise()
     grids = {n: painted[s].cpu().numpy() for n, s in zip(names, sources, strict=True)}
     empty = {

@@ -3,7 +3,7 @@ it is built, and the settings blocks it hands to the solver (PM), the halo finde
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +13,13 @@ from lss_lightning.fields.particles import (
     LINEAR_FIELDS,
     PARTICLE_FIELDS,
 )
-from lss_lightning.fields.tracers import expand_halo_fields, is_catalogue_field
+from lss_lightning.fields.tracers import (
+    GALAXY_FIELDS,
+    expand_halo_fields,
+    is_catalogue_field,
+    is_galaxy_field,
+)
+from lss_lightning.mocks.galaxies import HOD_ALIASES, HOD_NAMES, HODParameters
 from lss_lightning.mocks.lightcone import LightconeSettings
 from lss_lightning.mocks.pm import PMSettings
 from lss_lightning.store.schema import LIGHTCONE_FIELD, parse_mass_bins
@@ -57,12 +63,16 @@ class MockConfig:
     # LightconeSettings (ra, dec, z, snapshots, margin, mass_min, observer, rsd): a light-cone store instead
     lightcone: dict | None = None
     mass_bins: list | None = field(default_factory=lambda: [[1.0e13, None]])  # Msun/h, [lo, hi)
-    allow_empty_bins: bool = False  # an empty mass bin gives a channel of zeros instead of an error
+    allow_empty_bins: bool = False  # an empty mass bin (or no galaxies) gives zeros instead of an error
     power: str = "camb"  # camb | eh
     design: str = "seeds"  # seeds | latin_hypercube
     prior: str | dict = "quijote_lh"
     cosmology: dict = field(default_factory=dict)  # overrides of the Quijote fiducial
     fields: list = field(default_factory=lambda: ["density", "velocity", "momentum", "density_rsd"])
+    # HODParameters (Zheng 2007: log_M_min, sigma_logM, log_M0, log_M1, alpha, alpha_c, alpha_s): populate
+    # the FoF haloes with galaxies (stored in galaxies/, fields galaxies[_rsd], ...); None: no galaxies
+    hod: dict | None = None
+    hod_prior: dict | None = None  # {name: [lo, hi]}: each simulation's HOD from a Latin hypercube over it
     los_axis: int = 2
     linear_smoothing: float = 0.0  # Mpc/h, Gaussian smoothing of velocity_linear fields
     fixed_amplitude: bool = False
@@ -111,6 +121,7 @@ class MockConfig:
         if not 0 <= self.shard < self.num_shards:
             raise ValueError(f"need 0 <= shard < num_shards, got {self.shard}, {self.num_shards}")
         pm, _, _ = self.pm_settings, self.fof_settings, self.bins  # each raises on bad values
+        self._check_galaxy_model()
         if self.lightcone is not None:
             cone = self.lightcone_settings
             if self.solver != "pm" or self.fields != [LIGHTCONE_FIELD]:
@@ -126,19 +137,56 @@ class MockConfig:
             )
         if self.solver == "pm":
             pm.scale_factors(1.0 / (1.0 + self.redshift))  # a_start must come before the output
+        self._check_fields()
+
+    def _check_fields(self) -> None:
+        """Every field is one the mocks make; halo and galaxy fields with the particle mesh (and an hod block)."""
         for name in self.fields:
             if name in LINEAR_FIELDS or name.removesuffix("_rsd") in PARTICLE_FIELDS:
                 continue
-            if not is_catalogue_field(name):
+            if not is_catalogue_field(name) and not is_galaxy_field(name):
                 raise ValueError(
                     f"mocks cannot make field {name!r}; choose from {list(PARTICLE_FIELDS)} (+ '_rsd'), "
                     f"{list(LINEAR_FIELDS)}, and with solver=pm: halos, halos_rsd, halo_velocity[_rsd], "
-                    "halo_mass[_rsd], halo_number[_rsd], velocity_linear_halos[_rsd]"
+                    "halo_mass[_rsd], halo_number[_rsd], velocity_linear_halos[_rsd], and with an hod block "
+                    f"{', '.join(f'{g}[_rsd]' for g in GALAXY_FIELDS)}"
                 )
             if self.solver != "pm":
                 raise ValueError(
                     f"field {name!r} needs haloes, which only the particle mesh makes: set solver=pm"
                 )
+            if is_galaxy_field(name) and self.hod is None:
+                raise ValueError(
+                    f"field {name!r} needs galaxies: give an hod block to populate the haloes, e.g. "
+                    "hod={} (the default HOD) or +hod.log_M_min=13.0"
+                )
+
+    def _check_galaxy_model(self) -> None:
+        """hod and hod_prior, checked and written out in full (every HOD parameter, canonical names), so
+        that equal models give equal manifests; raises ValueError naming the bad entry."""
+        if self.hod is None:
+            if self.hod_prior:
+                raise ValueError(
+                    "hod_prior needs an hod block (the values the prior leaves fixed): add hod={}"
+                )
+            self.hod_prior = None
+            return
+        if self.solver != "pm" or self.lightcone is not None:
+            raise ValueError(
+                "hod populates the FoF haloes of a box, which only the particle mesh makes: set solver=pm "
+                "(and no lightcone block), or hod=null"
+            )
+        try:
+            base = HODParameters.from_mapping(dict(self.hod))
+        except ValueError as e:
+            raise ValueError(f"bad hod block: {e}") from None
+        self.hod = base.to_dict()
+        self.hod_prior = _hod_prior(self.hod_prior, base) if self.hod_prior else None
+
+    @property
+    def hod_parameters(self) -> HODParameters | None:
+        """The galaxy model (the one of every simulation without hod_prior; with it, the fixed values)."""
+        return None if self.hod is None else HODParameters.from_mapping(self.hod)
 
     @property
     def n_particles(self) -> int:
@@ -175,6 +223,28 @@ class MockConfig:
             else f"{self.lpt_order}LPT"
         )
         return f"{self.n_particles}^3 particles, {solver} -> {self.grid}^3"
+
+
+def _hod_prior(prior: Mapping, base: HODParameters) -> dict[str, list[float]]:
+    """{name: [lo, hi]} with canonical HOD names, each bound a valid value of its parameter (so every sample
+    of the box is one: each parameter's valid range is an interval)."""
+    out = {}
+    for key, pair in dict(prior).items():
+        name = HOD_ALIASES.get(key, key)
+        if name not in HOD_NAMES:
+            raise ValueError(f"hod_prior names unknown HOD parameter {key!r}; known: {list(HOD_NAMES)}")
+        if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise ValueError(f"hod_prior.{name} = {pair!r}: give [lo, hi]")
+        lo, hi = float(pair[0]), float(pair[1])
+        if not lo < hi:
+            raise ValueError(f"hod_prior.{name} = [{lo}, {hi}]: need lo < hi")
+        for bound in (lo, hi):
+            try:
+                HODParameters.from_mapping({name: bound}, base=base)
+            except ValueError as e:
+                raise ValueError(f"hod_prior.{name} = [{lo}, {hi}] reaches a bad value: {e}") from None
+        out[name] = [lo, hi]
+    return out
 
 
 def _settings(kind, values: Mapping, block: str):

@@ -1,5 +1,10 @@
 """The simulations of a mock store: ids, files, seeds (from ``numpy.random.SeedSequence(seed)``, so growing
-``n_sims`` keeps the existing ones) and cosmologies (one fiducial, or a seeded Latin hypercube over a prior)."""
+``n_sims`` keeps the existing ones), cosmologies (one fiducial, or a seeded Latin hypercube over a prior) and,
+with an hod block, each simulation's HOD (one, or a seeded Latin hypercube over ``hod_prior``).
+
+The HOD hypercube has its own seed, drawn from ``SeedSequence([seed, HOD_STREAM])``: with the master seed itself
+it would repeat the cosmological hypercube's unit samples, tying the HOD to the cosmology. The galaxy draws of a
+simulation are seeded by ``galaxy_seed`` from the simulation's own seed, so a rerun redraws the same galaxies."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import numpy as np
 
 from lss_lightning.cosmology import Cosmology, latin_hypercube
 from lss_lightning.mocks.config import MockConfig
+from lss_lightning.mocks.galaxies import sample_hod
 from lss_lightning.store.schema import (
     sim_file_name,
 )
@@ -26,6 +32,8 @@ def design(cfg: MockConfig) -> list[dict]:
         {"id": f"sim_{i:05d}", "file": sim_file_name(f"sim_{i:05d}"), "seed": int(s), "params": c.to_dict()}
         for i, (s, c) in enumerate(zip(seeds, cosmologies, strict=True))
     ]
+    for box, hod in zip(boxes, hod_design(cfg), strict=False):  # no entries without an hod block
+        box["hod"] = hod
     cone = cfg.lightcone_settings
     if cone is None or cone.cones_per_box == 1:
         return boxes  # one entry per box, as stores made before cones_per_box
@@ -41,3 +49,24 @@ def design(cfg: MockConfig) -> list[dict]:
         for b, box in enumerate(boxes)
         for k, direction in enumerate(cone.directions)
     ]
+
+
+HOD_STREAM = 0x484F44  # "HOD": the HOD hypercube's seed stream beside the master seed
+GALAXY_STREAM = 0x47414C  # "GAL": the galaxy draws' stream beside a simulation's seed
+
+
+def hod_design(cfg: MockConfig) -> list[dict[str, float]]:
+    """The HOD (name -> value) of each simulation: cfg.hod for all, or a seeded Latin hypercube over
+    cfg.hod_prior (the other parameters from cfg.hod); [] without an hod block."""
+    base = cfg.hod_parameters
+    if base is None:
+        return []
+    if not cfg.hod_prior:
+        return [base.to_dict() for _ in range(cfg.n_sims)]
+    seed = int(np.random.SeedSequence([cfg.seed, HOD_STREAM]).generate_state(1)[0])
+    return [hod.to_dict() for hod in sample_hod(cfg.hod_prior, cfg.n_sims, seed, base=base)]
+
+
+def galaxy_seed(sim_seed: int) -> int:
+    """The seed of a simulation's galaxy draws (``mocks.galaxies.populate``), from its own seed."""
+    return int(np.random.SeedSequence([int(sim_seed), GALAXY_STREAM]).generate_state(1)[0])

@@ -37,13 +37,13 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy.special import erf, lambertw
 
-if TYPE_CHECKING:
-    from lss_lightning.store.schema import HaloCatalogue
+# the catalogue type lives with the store that holds it (the galaxies/ group); re-exported here
+from lss_lightning.store.schema import GalaxyCatalogue, HaloCatalogue
 
 RHO_CRIT = 2.77536627e11  # critical density today, (Msun/h) / (Mpc/h)^3 (= 2.775e11 h^2 Msun/Mpc^3)
 G_NEWTON = 4.30091e-9  # gravitational constant, Mpc (km/s)^2 / Msun
@@ -112,7 +112,7 @@ class HODParameters:
         unknown = [key for key in params if HOD_ALIASES.get(key, key) not in values]
         if unknown:
             raise ValueError(f"unknown HOD parameters {unknown}; known: {list(values)}")
-        values.update({HOD_ALIASES.get(key, key): float(value) for key, value in params.items()})
+        values.update({HOD_ALIASES.get(key, key): value for key, value in params.items()})  # checked there
         return cls(**values)
 
     def to_dict(self) -> dict[str, float]:
@@ -216,35 +216,6 @@ def satellite_offsets(masses, omega_m: float, redshift: float, rng: np.random.Ge
 
 
 # -- galaxy catalogue ------------------------------------------------------------------------------
-@dataclass
-class GalaxyCatalogue:
-    """Galaxies of one box: positions (G, 3) float32 comoving Mpc/h in [0, L); velocities (G, 3) float32
-    peculiar km/s; central (G,) bool; host (G,) int64 index into the halo catalogue. Ordered by host,
-    the central (if any) first."""
-
-    positions: np.ndarray
-    velocities: np.ndarray
-    central: np.ndarray
-    host: np.ndarray
-
-    def __post_init__(self):
-        n = len(self.host)
-        for name, want in {"positions": (n, 3), "velocities": (n, 3), "central": (n,)}.items():
-            got = np.shape(getattr(self, name))
-            if tuple(got) != want:
-                raise ValueError(f"galaxy catalogue: {name} shaped {got}, expected {want}")
-
-    def __len__(self) -> int:
-        return len(self.host)
-
-    def subset(self, keep) -> GalaxyCatalogue:
-        """The galaxies selected by a boolean mask (G,) or an index array; host indices are unchanged."""
-        keep = np.asarray(keep)
-        return GalaxyCatalogue(
-            self.positions[keep], self.velocities[keep], self.central[keep], self.host[keep]
-        )
-
-
 def _as_generator(rng: np.random.Generator | int) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
@@ -305,11 +276,13 @@ def populate(
 
     box_size in Mpc/h; redshift of the snapshot (sets c(M, z) and the physical R_vir of sigma_1D);
     omega_m for rho_m; rng a numpy Generator or an int seed (the same seed gives the same galaxies).
+    The catalogue records the HOD (``hod``) and an int seed (``seed``, -1 for a Generator).
     """
     if not box_size > 0 or not 0 < omega_m <= 1 or not redshift > -1:
         raise ValueError(
             f"need box_size > 0, 0 < omega_m <= 1, redshift > -1; got {box_size}, {omega_m}, {redshift}"
         )
+    seed = int(rng) if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) else -1
     rng = _as_generator(rng)
     masses, halo_pos, halo_vel = _check_halos(catalogue)
     has_central, n_satellites = _draw_occupations(masses, hod, rng)
@@ -320,7 +293,9 @@ def populate(
     bias = np.where(central, hod.alpha_c, hod.alpha_s)
     sigma = bias * virial_dispersion(masses[host], omega_m, redshift)  # km/s per axis
     velocities = halo_vel[host] + sigma[:, None] * rng.standard_normal((len(host), 3))
-    return GalaxyCatalogue(_wrap(positions, box_size), velocities.astype(np.float32), central, host)
+    return GalaxyCatalogue(
+        _wrap(positions, box_size), velocities.astype(np.float32), central, host, hod.to_dict(), seed
+    )
 
 
 # -- parameter sampling ----------------------------------------------------------------------------

@@ -10,7 +10,9 @@ is extended rather than rejected). A rerun skips every simulation whose file val
 Solvers: ``lpt`` moves particles from the lattice straight to the output redshift (1LPT or 2LPT);
 ``pm`` starts from 2LPT at ``pm.a_start`` and integrates gravity with the particle-mesh kick-drift-kick
 of ``mocks/pm.py``, then finds friends-of-friends haloes (``mocks/fof.py``), stored in each file's
-``halos/`` group and gridded into halo fields by ``fields/tracers.py``. With a ``lightcone`` block the
+``halos/`` group and gridded into halo fields by ``fields/tracers.py``; with an ``hod`` block the haloes are
+populated with galaxies (``mocks/galaxies.py``, one HOD per store or per simulation with ``hod_prior``), stored
+in ``galaxies/`` and gridded into galaxy fields by the same code. With a ``lightcone`` block the
 particle mesh instead writes FoF haloes at several redshifts and the store holds one field, ``lightcone``:
 the histogram of the haloes on the observer's past light cone in (RA, DEC, observed z) (``mocks/lightcone.py``).
 With ``lightcone.cones_per_box`` K > 1 each particle-mesh run ("box") gives K cones along disjoint axis
@@ -42,13 +44,17 @@ log = logging.getLogger(__name__)
 
 
 def generator_settings(cfg: MockConfig) -> dict:
-    """The settings recorded in a store's manifest (``generator``): what the data depends on, as JSON."""
+    """The settings recorded in a store's manifest (``generator``): what the data depends on, as JSON.
+    Without galaxies hod and hod_prior are left out, so stores made before them still match."""
     values = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in RUN_ONLY}
+    if cfg.hod is None:
+        values = {k: v for k, v in values.items() if k not in ("hod", "hod_prior")}
     return json.loads(json.dumps(values))
 
 
 def plan(cfg: MockConfig, sims: list[dict]) -> StorePlan:
-    """The store this configuration builds: its fields, the design's simulations, the FoF settings."""
+    """The store this configuration builds: its fields, the design's simulations, the FoF settings and
+    the galaxy model (the HOD, or its fixed values and prior)."""
     specs = {name: field_spec(name, cfg.los_axis) for name in cfg.fields}
     halos = None
     if cfg.solver == "pm" and cfg.lightcone is None:
@@ -61,7 +67,18 @@ def plan(cfg: MockConfig, sims: list[dict]) -> StorePlan:
         source = "mock-pm-lightcone" if cfg.lightcone else "mock-pm"
     geometry = (cfg.box_size, cfg.grid, cfg.store_redshift, cfg.los_axis)
     layout = (cfg.chunk, cfg.compression)
-    return StorePlan(cfg.store, source, *geometry, specs, sims, generator_settings(cfg), halos, *layout)
+    galaxies = galaxy_settings(cfg)
+    return StorePlan(
+        cfg.store, source, *geometry, specs, sims, generator_settings(cfg), halos, *layout, galaxies=galaxies
+    )
+
+
+def galaxy_settings(cfg: MockConfig) -> dict | None:
+    """The manifest's ``galaxies`` entry: the galaxy model, its HOD (every parameter) and prior; None without."""
+    if cfg.hod is None:
+        return None
+    model = {"model": "zheng07", "concentration": "duffy08"}  # mocks.galaxies, in every FoF halo
+    return {**model, "hod": dict(cfg.hod), "hod_prior": cfg.hod_prior}
 
 
 def warn_if_resolution_limited(cfg: MockConfig, sims: list[dict]) -> None:

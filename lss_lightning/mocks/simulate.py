@@ -1,5 +1,5 @@
-"""One mock simulation: initial conditions -> LPT or particle mesh -> FoF haloes -> the store's fields of
-the box (``simulate``), or the histograms of its light cones (``BoxCones``, several cones per box)."""
+"""One mock simulation: initial conditions -> LPT or particle mesh -> FoF haloes (-> HOD galaxies) -> the
+store's fields of the box (``simulate``), or the histograms of its light cones (``BoxCones``, several cones per box)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,16 @@ from lss_lightning.fields.particles import (
 )
 from lss_lightning.fields.tracers import BoxGrid, store_fields
 from lss_lightning.mocks.config import MockConfig
+from lss_lightning.mocks.design import galaxy_seed
 from lss_lightning.mocks.fof import friends_of_friends, particle_mass
+from lss_lightning.mocks.galaxies import HODParameters, populate
 from lss_lightning.mocks.ics import gaussian_field_k
 from lss_lightning.mocks.lightcone import histogram, place_on_lightcone
 from lss_lightning.mocks.lpt import Particles, lpt_particles
 from lss_lightning.mocks.pm import PMState, evolve
 from lss_lightning.store.schema import (
     LIGHTCONE_FIELD,
+    GalaxyCatalogue,
     HaloCatalogue,
 )
 from lss_lightning.store.writer import SimulationProducts, StepReporter
@@ -83,10 +86,26 @@ def find_haloes(cfg: MockConfig, cosmo: Cosmology, particles: Particles) -> Halo
     return catalogue
 
 
+def populate_haloes(
+    cfg: MockConfig, cosmo: Cosmology, sim: Mapping, haloes: HaloCatalogue
+) -> GalaxyCatalogue:
+    """The galaxies of a simulation: its HOD (entry ``hod``) in all its FoF haloes, drawn with ``galaxy_seed``."""
+    hod = HODParameters.from_mapping(sim["hod"])
+    seed = galaxy_seed(sim["seed"])
+    return populate(
+        haloes, hod, box_size=cfg.box_size, redshift=cfg.redshift, omega_m=cosmo.Omega_m, rng=seed
+    )
+
+
 def paint_fields(
-    cfg: MockConfig, cosmo: Cosmology, particles: Particles, haloes: HaloCatalogue | None, device
+    cfg: MockConfig,
+    cosmo: Cosmology,
+    particles: Particles,
+    haloes: HaloCatalogue | None,
+    device,
+    galaxies: GalaxyCatalogue | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-    """The store's fields from particles (and haloes): name -> (C, N, N, N) float32, dataset attributes."""
+    """The store's fields from particles (and haloes, galaxies): name -> (C, N, N, N) float32, dataset attributes."""
     z = cfg.redshift
     gridder = ParticleGridder(
         cfg.grid,
@@ -105,7 +124,7 @@ def paint_fields(
     box = BoxGrid(
         cfg.grid, cfg.box_size, cosmo.a_h(z), cosmo.a_h_f(z), cfg.los_axis, cfg.linear_smoothing, device
     )
-    return store_fields(grids, attrs, cfg.fields, box, haloes, cfg.bins, cfg.allow_empty_bins)
+    return store_fields(grids, attrs, cfg.fields, box, haloes, cfg.bins, cfg.allow_empty_bins, galaxies)
 
 
 def lightcone_snapshots(
@@ -191,7 +210,7 @@ class BoxCones:
 def simulate(
     cfg: MockConfig, sim: Mapping, device=None, report: StepReporter | None = None
 ) -> SimulationProducts:
-    """Run one simulation and grid it: fields, their attributes and (pm) the FoF halo catalogue."""
+    """Run one simulation and grid it: fields, their attributes, (pm) the FoF halo catalogue and (hod) its galaxies."""
     device = device or resolve_device(cfg.device)
     cosmo = Cosmology.from_mapping(sim["params"])
     timings, start = {}, time.perf_counter()
@@ -203,8 +222,9 @@ def simulate(
     particles = run_solver(cfg, cosmo, particles, report)
     timings["solver"] = time.perf_counter() - start - sum(timings.values())
     haloes = find_haloes(cfg, cosmo, particles) if cfg.solver == "pm" else None  # stored in halos/
+    galaxies = populate_haloes(cfg, cosmo, sim, haloes) if cfg.hod is not None else None  # in galaxies/
     timings["haloes"] = time.perf_counter() - start - sum(timings.values())
-    fields, attrs = paint_fields(cfg, cosmo, particles, haloes, device)
+    fields, attrs = paint_fields(cfg, cosmo, particles, haloes, device, galaxies)
     timings["painting"] = time.perf_counter() - start - sum(timings.values())
     log.debug("%s: %s", sim["id"], ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
-    return SimulationProducts(fields, attrs, haloes)
+    return SimulationProducts(fields, attrs, haloes, galaxies)

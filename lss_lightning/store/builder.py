@@ -17,7 +17,8 @@ from lss_lightning.store.writer import Producer, fill_store
 class StorePlan:
     """A store before any simulation is made: its directory, source (e.g. "mock-pm", "quijote/LH"), box side
     (Mpc/h), grid cells per side, redshift, line-of-sight axis, fields, the design's simulation entries, the
-    generator settings recorded in the manifest and the halo finder's settings (None: no catalogues)."""
+    generator settings recorded in the manifest, the halo finder's settings (None: no catalogues) and the
+    galaxy model's (None: no galaxy catalogues)."""
 
     root: Path
     source: str
@@ -31,6 +32,7 @@ class StorePlan:
     halos: Mapping | None = None
     chunk: int = 32  # HDF5 chunk side, cells
     compression: str | None = None  # None, "gzip", "lzf" or "blosc"
+    galaxies: Mapping | None = None  # the manifest's "galaxies" entry (e.g. {"model": "zheng07", "hod": ...})
 
     def manifest(self) -> dict:
         return build_manifest(

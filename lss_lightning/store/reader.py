@@ -15,6 +15,9 @@ from lss_lightning.cosmology import PARAMETER_NAMES, Cosmology
 from lss_lightning.store import checksums
 from lss_lightning.store.schema import (
     _FILE_ATTRS,
+    GALAXY_DATASETS,
+    GALAXY_GROUP,
+    GALAXY_SEED_ATTR,
     HALO_ATTRS,
     HALO_DATASETS,
     HALO_GROUP,
@@ -22,6 +25,7 @@ from lss_lightning.store.schema import (
     SCHEMA_VERSION,
     SPLITS,
     FieldSpec,
+    GalaxyCatalogue,
     HaloCatalogue,
     StoreError,
 )
@@ -49,6 +53,7 @@ class FieldStore:
         self.fields = {name: FieldSpec(**spec) for name, spec in self.manifest["fields"].items()}
         self._sims = {s["id"]: s for s in self.manifest["simulations"]}
         self.halos = self.manifest.get("halos") or None  # the halo finder's settings, or None
+        self.galaxies = self.manifest.get("galaxies") or None  # the galaxy model's settings, or None
 
     def _check_manifest(self, path: Path) -> None:
         m = self.manifest
@@ -87,6 +92,11 @@ class FieldStore:
 
     def cosmology(self, sim_id: str) -> Cosmology:
         return Cosmology.from_mapping(self.simulation(sim_id)["params"])
+
+    def hod(self, sim_id: str) -> dict[str, float] | None:
+        """The HOD parameters of one simulation's galaxies (name -> value), or None without galaxies."""
+        hod = self.simulation(sim_id).get("hod")
+        return None if hod is None else {k: float(v) for k, v in hod.items()}
 
     def path(self, sim_id: str) -> Path:
         return self.root / self.simulation(sim_id)["file"]
@@ -154,6 +164,8 @@ class FieldStore:
                 )
         if self.halos:
             self._check_halos(f, path, fix)
+        if self.galaxies:
+            self._check_galaxies(f, path, fix)
 
     def _check_halos(self, f: h5py.File, path: Path, fix: str) -> None:
         group = f.get(HALO_GROUP)
@@ -173,6 +185,53 @@ class FieldStore:
                     f"{path}: '{HALO_GROUP}/{name}' shaped {group[name].shape}, expected {(count, *tail)} "
                     f"(one row per halo): {fix}"
                 )
+
+    def _check_galaxies(self, f: h5py.File, path: Path, fix: str) -> None:
+        """The galaxies/ group the manifest declares: its datasets, one row per galaxy (no data read)."""
+        group = f.get(GALAXY_GROUP)
+        if not isinstance(group, h5py.Group) or HALO_GROUP not in f:
+            raise StoreError(
+                f"{path} lacks the galaxy catalogue group '{GALAXY_GROUP}/' (or the '{HALO_GROUP}/' of its "
+                f"hosts) the manifest declares: {fix}"
+            )
+        absent = [d for d in GALAXY_DATASETS if d not in group]
+        if absent:
+            raise StoreError(f"{path}: '{GALAXY_GROUP}/' lacks {absent}: {fix}")
+        count = group["host"].shape[0] if group["host"].ndim == 1 else -1
+        for name, (_, _, tail) in GALAXY_DATASETS.items():
+            if group[name].shape != (count, *tail):
+                raise StoreError(
+                    f"{path}: '{GALAXY_GROUP}/{name}' shaped {group[name].shape}, expected {(count, *tail)} "
+                    f"(one row per galaxy): {fix}"
+                )
+
+    def read_galaxies(self, sim_id: str) -> GalaxyCatalogue:
+        """The galaxy catalogue of one simulation (the store must declare ``galaxies``), checked: finite
+        positions and velocities, hosts rows of the simulation's halo catalogue."""
+        if not self.galaxies:
+            raise StoreError(
+                f"{self.root / MANIFEST}: this store holds no galaxy catalogues; build it with an hod block "
+                "(mocks: `solver=pm hod={}`)"
+            )
+        path = self.path(sim_id)
+        fix = "delete the file and rerun the generator or converter, which rewrites only what is missing"
+        with self.open(sim_id) as f:
+            group = f[GALAXY_GROUP]
+            values = {attr: group[name][...] for name, (attr, _, _) in GALAXY_DATASETS.items()}
+            meta = dict(group.attrs)
+            n_halos = f[HALO_GROUP]["mass"].shape[0]
+        for name in ("positions", "velocities"):
+            if not np.isfinite(values[name]).all():
+                raise StoreError(f"{path}: galaxy {name} hold NaN or inf: {fix}")
+        host = values["host"]
+        if len(host) and (host.min() < 0 or host.max() >= n_halos):
+            raise StoreError(
+                f"{path}: '{GALAXY_GROUP}/host' spans {host.min()}..{host.max()}, outside the {n_halos} haloes of "
+                f"'{HALO_GROUP}/': the file is damaged; {fix}"
+            )
+        seed = int(meta.pop(GALAXY_SEED_ATTR, -1))
+        hod = {k: float(v) for k, v in meta.items()}
+        return GalaxyCatalogue(**values, hod=hod, seed=seed, source=str(path))
 
     def read_halos(self, sim_id: str) -> HaloCatalogue:
         """The halo catalogue of one simulation (the store must declare ``halos``)."""
@@ -225,11 +284,15 @@ class FieldStore:
 
     def validate(self, deep: bool = False) -> None:
         """Check every simulation's header; with deep=True also read every field and check its chunk
-        checksums (``data.checksums``) and for NaN/inf."""
+        checksums (``data.checksums``) and for NaN/inf, and read the catalogues (their checks)."""
         for sim_id in self._sims:
             if deep:
                 for name in self.fields:
                     self.read(sim_id, name)
+                if self.halos:
+                    self.read_halos(sim_id)
+                if self.galaxies:
+                    self.read_galaxies(sim_id)
             else:
                 with self.open(sim_id):
                     pass

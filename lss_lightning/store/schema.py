@@ -1,17 +1,22 @@
 """The field-store schema: one format for mocks and Quijote (README, "The field store"): names, specs, manifest,
-and the halo catalogue type its ``halos/`` group holds.
+and the catalogue types its ``halos/`` and ``galaxies/`` groups hold.
 
 A store is a directory holding ``manifest.json`` and one HDF5 file per simulation:
 
     manifest.json   {"schema_version", "source", "box_size", "grid", "redshift", "los_axis",
                      "fields": {name: {kind, channels, units, space, los_axis, mas}},
-                     "simulations": [{"id", "file", "seed", "params": {Omega_m, ...}}], "generator": {...}}
+                     "simulations": [{"id", "file", "seed", "params": {Omega_m, ...}[, "hod": {...}]}],
+                     "generator": {...}, "halos": {finder settings} | null, "galaxies": {HOD settings} | null}
     sim_00000.h5    attrs: schema_version, sim_id, box_size, grid, redshift, seed, los_axis, source,
                            Omega_m, Omega_b, h, n_s, sigma_8, M_nu, w0, wa, complete
                     fields/<name>: float32 (C, N, N, N), chunked, attrs kind, units, space, los_axis, mas
                     halos/ (when the manifest has "halos"): position (H, 3) float32 Mpc/h, velocity (H, 3)
                            float32 km/s, mass (H,) float64 Msun/h, n_particles (H,) int64;
                            attrs particle_mass (Msun/h), linking_length, min_particles, finder
+                    galaxies/ (when the manifest has "galaxies"; needs halos/): position (G, 3) float32 Mpc/h,
+                           velocity (G, 3) float32 km/s, central (G,) bool, host (G,) int64 (row in halos/);
+                           attrs: the HOD parameters (e.g. log_M_min), seed (of the galaxy draws)
+                    with an HOD per simulation, also the file attrs hod_<name> (e.g. hod_log_M_min)
     splits.json     {"train": [ids], "val": [ids], "test": [ids], "seed"} (written by the data modules)
 
 Every file is written under a temporary name in the same directory and renamed when complete, so an
@@ -22,11 +27,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from lss_lightning.fields.tracers import HALO_CHANNEL, HALO_VECTOR_FIELDS
+from lss_lightning.fields.tracers import (
+    GALAXY_SCALAR_FIELDS,
+    GALAXY_VECTOR_FIELDS,
+    HALO_CHANNEL,
+    HALO_VECTOR_FIELDS,
+)
 
 # files of a store
 SCHEMA_VERSION = 1
@@ -46,6 +56,17 @@ HALO_DATASETS = {
     "n_particles": ("n_particles", np.int64, ()),
 }
 HALO_ATTRS = ("particle_mass", "linking_length", "min_particles", "finder")
+# the galaxies/ group: dataset -> (GalaxyCatalogue attribute, dtype, shape after the galaxy axis)
+GALAXY_GROUP = "galaxies"
+GALAXY_DATASETS = {
+    "position": ("positions", np.float32, (3,)),
+    "velocity": ("velocities", np.float32, (3,)),
+    "central": ("central", np.bool_, ()),
+    "host": ("host", np.int64, ()),
+}
+# attribute of the galaxies/ group: the seed of the galaxy draws (its other attributes are the HOD)
+GALAXY_SEED_ATTR = "seed"
+HOD_ATTR_PREFIX = "hod_"  # file attrs hod_<name>: the simulation's HOD, beside its cosmological parameters
 UNKNOWN_COUNT = -1  # n_particles / min_particles when a finder does not record them
 
 
@@ -83,16 +104,16 @@ def field_spec(name: str, los_axis: int = 2, mas: str = "cic") -> FieldSpec:
     space = "redshift" if name.endswith("_rsd") else "real"
     base = name.removesuffix("_rsd")
     los = los_axis if space == "redshift" else -1
-    if base == "density" or HALO_CHANNEL.fullmatch(base):
+    if base == "density" or HALO_CHANNEL.fullmatch(base) or base in GALAXY_SCALAR_FIELDS:
         return FieldSpec("scalar", 1, "1", space, los, mas)
-    if base in ("velocity", "momentum", "velocity_linear", *HALO_VECTOR_FIELDS):
+    if base in ("velocity", "momentum", "velocity_linear", *HALO_VECTOR_FIELDS, *GALAXY_VECTOR_FIELDS):
         return FieldSpec("vector", 3, "km/s", space, los, mas)
     if name == LIGHTCONE_FIELD:  # halo counts in (RA, DEC, observed z) cells; redshift distortions along z
         return FieldSpec("scalar", 1, "count", "redshift", 2, "ngp", "ra,dec,z")
+    tracers = ", ".join((*HALO_VECTOR_FIELDS, *GALAXY_SCALAR_FIELDS, *GALAXY_VECTOR_FIELDS))
     raise ValueError(
         f"no standard spec for field {name!r}; standard names are density, velocity, momentum, "
-        f"velocity_linear, halos_m<i>, {', '.join(HALO_VECTOR_FIELDS)}, each with an optional '_rsd' suffix, "
-        f"and {LIGHTCONE_FIELD}"
+        f"velocity_linear, halos_m<i>, {tracers}, each with an optional '_rsd' suffix, and {LIGHTCONE_FIELD}"
     )
 
 
@@ -111,8 +132,13 @@ def build_manifest(
     simulations: Iterable[Mapping],
     generator: Mapping | None = None,
     halos: Mapping | None = None,
+    galaxies: Mapping | None = None,
 ) -> dict:
-    """The manifest of a store; ``halos`` (e.g. {"finder": "fof", ...}) declares a ``halos/`` group per file."""
+    """The manifest of a store; ``halos`` (e.g. {"finder": "fof", ...}) declares a ``halos/`` group per file,
+    ``galaxies`` (the galaxy model, e.g. {"model": "zheng07", "hod": {...}, "hod_prior": ...}) a ``galaxies/``
+    group (which needs the ``halos/`` of its hosts)."""
+    if galaxies and not halos:
+        raise ValueError("a store with galaxy catalogues needs halo catalogues too (their hosts): give halos")
     return {
         "schema_version": SCHEMA_VERSION,
         "source": source,
@@ -124,6 +150,7 @@ def build_manifest(
         "simulations": [dict(s) for s in simulations],
         "generator": dict(generator or {}),
         "halos": dict(halos) if halos else None,
+        "galaxies": dict(galaxies) if galaxies else None,
     }
 
 
@@ -168,6 +195,43 @@ class HaloCatalogue:
             velocities=self.velocities[keep],
             masses=self.masses[keep],
             n_particles=self.n_particles[keep],
+        )
+
+
+@dataclass
+class GalaxyCatalogue:
+    """Galaxies of one box (the store's ``galaxies/`` group holds exactly this): positions (G, 3) float32
+    comoving Mpc/h in [0, L); velocities (G, 3) float32 peculiar km/s; central (G,) bool; host (G,) int64 index
+    into the halo catalogue they were drawn from. Ordered by host, the central (if any) first. hod: the galaxy
+    model's parameters (name -> value, e.g. log_M_min), seed: of the draws (-1 unknown), source: for messages."""
+
+    positions: np.ndarray
+    velocities: np.ndarray
+    central: np.ndarray
+    host: np.ndarray
+    hod: Mapping[str, float] = field(default_factory=dict)
+    seed: int = UNKNOWN_COUNT
+    source: str = ""
+
+    def __post_init__(self):
+        n = len(self.host)
+        for name, want in {"positions": (n, 3), "velocities": (n, 3), "central": (n,)}.items():
+            got = np.shape(getattr(self, name))
+            if tuple(got) != want:
+                raise ValueError(f"{self.source or 'galaxy catalogue'}: {name} shaped {got}, expected {want}")
+
+    def __len__(self) -> int:
+        return len(self.host)
+
+    def subset(self, keep) -> GalaxyCatalogue:
+        """The galaxies selected by a boolean mask (G,) or an index array; host indices are unchanged."""
+        keep = np.asarray(keep)
+        return replace(
+            self,
+            positions=self.positions[keep],
+            velocities=self.velocities[keep],
+            central=self.central[keep],
+            host=self.host[keep],
         )
 
 

@@ -28,11 +28,16 @@ from lss_lightning.cosmology import PARAMETER_NAMES, Cosmology
 from lss_lightning.store import checksums
 from lss_lightning.store.reader import FieldStore
 from lss_lightning.store.schema import (
+    GALAXY_DATASETS,
+    GALAXY_GROUP,
+    GALAXY_SEED_ATTR,
     HALO_ATTRS,
     HALO_DATASETS,
     HALO_GROUP,
+    HOD_ATTR_PREFIX,
     MANIFEST,
     SCHEMA_VERSION,
+    GalaxyCatalogue,
     HaloCatalogue,
     StoreError,
 )
@@ -114,17 +119,20 @@ def write_simulation(
     compression: str | None = None,
     extra_attrs: Mapping[str, Mapping] | None = None,
     halos: HaloCatalogue | None = None,
+    galaxies: GalaxyCatalogue | None = None,
 ) -> Path:
-    """Write one simulation's fields (and halo catalogue) atomically to ``root/<id>.h5``.
+    """Write one simulation's fields (and halo and galaxy catalogues) atomically to ``root/<id>.h5``.
 
     fields: name -> float32 array (C, N, N, N) matching the manifest; compression: None, "gzip", "lzf"
     or "blosc" (Blosc/zstd via hdf5plugin); extra_attrs: name -> dataset attributes (e.g. empty_fraction);
-    halos: the catalogue, required exactly when the manifest declares ``halos``.
+    halos, galaxies: the catalogues, each required exactly when the manifest declares it. A simulation entry's
+    ``hod`` (its galaxy model) is written as the file attributes hod_<name>, beside its cosmology.
     """
     root = Path(root)
     n = manifest["grid"]
     path = root / sim["file"]
     _check_products(path, manifest, fields, halos)
+    _check_galaxies(path, manifest, sim, halos, galaxies)
     require_space(root, sum(np.asarray(fields[n]).nbytes for n in manifest["fields"]), sim["id"])
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(
@@ -139,9 +147,12 @@ def write_simulation(
         )
         cosmo = Cosmology.from_mapping(sim["params"]).to_dict()
         f.attrs.update({k: cosmo[k] for k in PARAMETER_NAMES})
+        f.attrs.update({HOD_ATTR_PREFIX + k: float(v) for k, v in (sim.get("hod") or {}).items()})
         _write_fields(f, manifest, fields, chunk, compression, extra_attrs or {})
         if halos is not None:
             _write_halos(f, halos, path)
+        if galaxies is not None:
+            _write_galaxies(f, galaxies)
         f.attrs["complete"] = 1
     return path
 
@@ -166,6 +177,36 @@ def _check_products(
             )
         if not np.isfinite(arr).all():
             raise StoreError(f"{path}: field {name!r} holds NaN or inf; refusing to write it")
+
+
+def _check_galaxies(
+    path: Path, manifest: Mapping, sim: Mapping, halos: HaloCatalogue | None, galaxies: GalaxyCatalogue | None
+) -> None:
+    """A galaxy catalogue exactly when the manifest declares one: finite, its hosts rows of ``halos``, drawn
+    with the simulation's own HOD (when its entry names one)."""
+    if bool(manifest.get("galaxies")) != (galaxies is not None):
+        raise StoreError(
+            f"{path}: the manifest {'declares' if manifest.get('galaxies') else 'does not declare'} a galaxy "
+            f"catalogue but {'none' if galaxies is None else 'one'} was produced"
+        )
+    if galaxies is None:
+        return
+    n_halos = -1 if halos is None else len(halos)
+    host = np.asarray(galaxies.host)
+    if len(host) and (host.min() < 0 or host.max() >= n_halos):
+        raise StoreError(
+            f"{path}: galaxy hosts span {host.min()}..{host.max()}, outside the {max(n_halos, 0)} haloes "
+            "of the catalogue written with them; populate the haloes that are stored"
+        )
+    for name in ("positions", "velocities"):
+        if not np.isfinite(np.asarray(getattr(galaxies, name))).all():
+            raise StoreError(f"{path}: galaxy {name} hold NaN or inf; refusing to write them")
+    wanted = {k: float(v) for k, v in (sim.get("hod") or {}).items()}
+    if wanted and {k: float(v) for k, v in galaxies.hod.items()} != wanted:
+        raise StoreError(
+            f"{path}: the galaxies were drawn with HOD {dict(galaxies.hod)}, the manifest gives "
+            f"{sim['id']} {wanted}; populate with the simulation's entry"
+        )
 
 
 def _write_fields(
@@ -201,6 +242,15 @@ def _write_halos(f: h5py.File, halos: HaloCatalogue, path: Path) -> None:
     group.attrs.update({k: getattr(halos, k) for k in HALO_ATTRS})
 
 
+def _write_galaxies(f: h5py.File, galaxies: GalaxyCatalogue) -> None:
+    """The ``galaxies/`` group (checked by ``_check_galaxies``): its datasets, the HOD and seed as attributes."""
+    group = f.create_group(GALAXY_GROUP)
+    for name, (attr, dtype, _) in GALAXY_DATASETS.items():
+        group.create_dataset(name, data=np.asarray(getattr(galaxies, attr), dtype=dtype))
+    group.attrs.update({k: float(v) for k, v in galaxies.hod.items()})
+    group.attrs[GALAXY_SEED_ATTR] = int(galaxies.seed)
+
+
 def _compression_kwargs(compression: str | None) -> dict:
     if compression in (None, "none"):
         return {}
@@ -214,11 +264,12 @@ def _compression_kwargs(compression: str | None) -> dict:
 # -- resumable writing ------------------------------------------------------------------------------
 class SimulationProducts(NamedTuple):
     """What a producer makes for one simulation: fields (name -> (C, N, N, N) float32), their dataset
-    attributes (name -> dict) and, for stores that declare one, the halo catalogue."""
+    attributes (name -> dict) and, for stores that declare them, the halo and galaxy catalogues."""
 
     fields: Mapping[str, np.ndarray]
     attrs: Mapping[str, Mapping]
     halos: HaloCatalogue | None = None
+    galaxies: GalaxyCatalogue | None = None
 
 
 StepReporter = Callable[[int, int, str], None]  # (done, total, label): progress inside one simulation
@@ -228,7 +279,17 @@ Producer = Callable[[Mapping, StepReporter], SimulationProducts]
 
 
 # the manifest entries that must agree for a store to be filled further
-RECONCILE_KEYS = ("source", "box_size", "grid", "redshift", "los_axis", "fields", "generator", "halos")
+RECONCILE_KEYS = (
+    "source",
+    "box_size",
+    "grid",
+    "redshift",
+    "los_axis",
+    "fields",
+    "generator",
+    "halos",
+    "galaxies",
+)
 
 
 def reconcile_manifest(root: Path, manifest: Mapping, keys: Iterable[str]) -> None:
@@ -295,7 +356,13 @@ def fill_store(
                 if not store.is_complete(sim["id"]):  # a writer that held the lock may have finished it
                     products = _produce(root, sim, produce, report)
                     bar.update(steps, description="  writing", visible=True)
-                    write(sim, products.fields, extra_attrs=products.attrs, halos=products.halos)
+                    write(
+                        sim,
+                        products.fields,
+                        extra_attrs=products.attrs,
+                        halos=products.halos,
+                        galaxies=products.galaxies,
+                    )
             bar.advance(task)
             bar.update(steps, visible=False)
             return True

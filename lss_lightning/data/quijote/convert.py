@@ -228,6 +228,12 @@ def grid_snapshot(
     return grids, attrs
 
 
+# TODO(issue 19, galaxies): populate the catalogues with an hod block as the mocks do. The store side is
+# ready (store_fields(..., galaxies=...), SimulationProducts.galaxies, StorePlan.galaxies, the galaxies/ group,
+# the manifest's "galaxies" entry); missing is the HOD itself: mocks.galaxies.populate / sample_hod, which
+# data/ must not import (tests/test_layout.py). Move that module below both (e.g. lss_lightning/galaxies.py
+# beside cosmology.py), then add QuijoteConfig.hod / hod_prior (MockConfig._check_galaxy_model), store the
+# halo catalogue whenever hod is set, and call populate in __call__ with a seed derived from sim["seed"].
 class SimulationConverter:
     """Turns one Quijote simulation into the fields of the store (the ``produce`` of ``fill_store``)."""
 
