@@ -73,10 +73,24 @@ def setup_positions():
     return particles()
 
 
+def warm_compiled(pos) -> None:
+    """Load numba and the cached kernels during the untimed setup, so their memory is not counted as work."""
+    import torch
+
+    from lss_lightning.fields.mesh import cic_paint, cic_readout, cic_stencil
+
+    few = pos[:10]
+    cic_paint(few, 4, BOX)
+    cic_readout(torch.zeros(4, 4, 4), few, BOX)
+    cic_stencil(few, 4, BOX).readout_channels_last(torch.zeros(4, 4, 4, 3))
+
+
 def setup_tensor():
     import torch
 
-    return torch.from_numpy(particles())
+    pos = torch.from_numpy(particles())
+    warm_compiled(pos)
+    return pos
 
 
 def paint_numpy(pos):
@@ -112,19 +126,29 @@ def setup_readout_numpy():
 def setup_readout_tensor():
     import torch
 
-    return torch.from_numpy(particles()), torch.from_numpy(force_field())
+    pos = torch.from_numpy(particles())
+    warm_compiled(pos)
+    return pos, torch.from_numpy(force_field())
 
 
 def readout_numpy(state):
     numpy_readout(state)
 
 
+def setup_readout_channels_last():
+    """The force field channels last, (N, N, N, 3): the layout the PM's CPU force writes and reads."""
+
+    pos, field = setup_readout_tensor()
+    warm_compiled(pos)
+    return pos, field.movedim(0, -1).contiguous()
+
+
 def readout_compiled(state):
-    """One pass over the particles reads all 3 components (CompiledCICStencil.readout of (3, N, N, N))."""
-    from lss_lightning.fields.mesh import cic_readout
+    """One pass over the particles reads all 3 components (CompiledCICStencil.readout_channels_last)."""
+    from lss_lightning.fields.mesh import cic_stencil
 
     pos, field = state
-    cic_readout(field, pos, BOX, compiled=True)
+    cic_stencil(pos, N_GRID, BOX, compiled=True).readout_channels_last(field)
 
 
 def readout_compiled_by_component(state):
@@ -229,7 +253,7 @@ def bench_readout(rounds: int, missing: str | None) -> None:
 
     cases = [
         ("numpy gathers (float64)", setup_readout_numpy, readout_numpy),
-        ("ours compiled, 1 pass (3,N,N,N)", setup_readout_tensor, readout_compiled),
+        ("ours compiled, 1 pass (N,N,N,3)", setup_readout_channels_last, readout_compiled),
         ("ours compiled, 3 x (N,N,N)", setup_readout_tensor, readout_compiled_by_component),
         ("ours torch stencil, 3 x (N,N,N)", setup_readout_tensor, readout_torch_stencil),
     ]
@@ -243,6 +267,7 @@ def bench_readout(rounds: int, missing: str | None) -> None:
         "numpy gathers (float64)",
     )
     ratios(results, "ours compiled, 3 x (N,N,N)", "Pylians CIC_interp x 3", missing)
+    ratios(results, "ours compiled, 1 pass (N,N,N,3)", "Pylians CIC_interp x 3", missing)
     readout_agreement(missing)
 
 

@@ -223,6 +223,14 @@ class CompiledCICStencil:
         out = torch.from_numpy(out).view(-1, n, n, n)
         return out if weights.ndim == 2 else out[0]
 
+    def paint_into(self, out: torch.Tensor) -> None:
+        """Add the particles' CIC counts (unit mass) to ``out`` (N, N, N), contiguous, the positions' dtype."""
+        from lss_lightning.fields import compiled
+
+        if out.shape != (self.n,) * 3 or out.dtype != self.positions.dtype or not out.is_contiguous():
+            raise ValueError(f"out must be a contiguous ({self.n},) * 3 {self.positions.dtype} tensor")
+        compiled.paint_unit(self.positions.numpy(), self._inv_cell(), self.n, out.numpy().reshape(-1))
+
     def readout(self, field: torch.Tensor) -> torch.Tensor:
         """CIC interpolation of a field (N, N, N) -> (P,), or (C, N, N, N) -> (P, C), a component at a time
         (no transposed copy; :meth:`readout_channels_last` reads all components in one pass)."""

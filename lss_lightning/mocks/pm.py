@@ -144,12 +144,44 @@ class ForceMesh:
         count *= self.n**3 / len(stencil)  # 1 + delta; the mean only sets the k = 0 mode, which is dropped
         phi_k = torch.fft.rfftn(count)
         del count
-        return phi_k.mul_(self.green)
+        torch.view_as_real(phi_k).mul_(self.green.unsqueeze(-1))  # in place, real x complex: no complex copy
+        return phi_k
 
     def forces(self, positions: torch.Tensor) -> torch.Tensor:
         """F at the particles, (P, 3) in Mpc/h (the units of a displacement: F = Psi for a linear mode)."""
-        stencil = self.stencil(positions)  # one stencil (64 bytes per particle) for the paint and 3 readouts
+        stencil = self.stencil(positions)  # one stencil for the paint and the readouts
+        if isinstance(stencil, CompiledCICStencil):
+            return self._cpu_forces(stencil)
         return self.forces_at(self.potential_k(stencil), stencil)
+
+    def _cpu_forces(self, stencil: CompiledCICStencil) -> torch.Tensor:
+        """forces() on the CPU: the same steps as potential_k and forces_at, into meshes kept between calls (a PM
+        run calls this every step; fresh meshes cost their page faults every time)."""
+        meshes = self._cpu_meshes(stencil.positions.dtype)
+        count = meshes["count"].zero_()
+        stencil.paint_into(count)
+        count *= self.n**3 / len(stencil)  # 1 + delta; the mean only sets the k = 0 mode, which is dropped
+        phi_k = torch.fft.rfftn(count, out=meshes["phi_k"])
+        torch.view_as_real(phi_k).mul_(self.green.unsqueeze(-1))
+        return self._forces_real_space(phi_k, stencil, meshes)
+
+    def _cpu_meshes(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The CPU force's work meshes for ``dtype``: count and phi (N^3), phi_k (rfft), force (N^3, 3);
+        16 N^3 + 8 N^2 (N/2 + 1) bytes in float32, allocated on the first call."""
+        meshes = getattr(self, "_meshes", None)
+        if meshes is None or meshes["count"].dtype != dtype:
+            shape, complex_dtype = (
+                (self.n,) * 3,
+                torch.complex64 if dtype == torch.float32 else torch.complex128,
+            )
+            meshes = {
+                "count": torch.empty(shape, dtype=dtype),
+                "phi_k": torch.empty(self.n, self.n, self.n // 2 + 1, dtype=complex_dtype),
+                "phi": torch.empty(shape, dtype=dtype),
+                "force": torch.empty(*shape, 3, dtype=dtype),
+            }
+            self._meshes = meshes
+        return meshes
 
     def forces_at(self, phi_k: torch.Tensor, positions: torch.Tensor | Stencil) -> torch.Tensor:
         """F = -grad phi read out (CIC) at ``positions`` (P, 3) Mpc/h, or at a stencil's particles, from phi_k."""
@@ -164,16 +196,20 @@ class ForceMesh:
             del grad
         return out
 
-    def _forces_real_space(self, phi_k: torch.Tensor, stencil: CompiledCICStencil) -> torch.Tensor:
+    def _forces_real_space(
+        self, phi_k: torch.Tensor, stencil: CompiledCICStencil, meshes: dict | None = None
+    ) -> torch.Tensor:
         """The CPU path: one inverse FFT to phi, the same 4-point gradient as a real-space stencil (compiled,
         channels last) and one readout of the three components; two FFTs fewer than the Fourier path and the
-        same forces to float rounding (tests/test_pm.py)."""
+        same forces to float rounding (tests/test_pm.py). ``meshes``: phi and force meshes to write into."""
         from lss_lightning.fields import compiled
 
-        phi = torch.fft.irfftn(phi_k, s=(self.n,) * 3).contiguous()
-        force = torch.empty(*phi.shape, 3, dtype=phi.dtype)
+        real, shape = phi_k.real.dtype, (self.n,) * 3
+        phi = meshes["phi"] if meshes else torch.empty(shape, dtype=real)
+        force = meshes["force"] if meshes else torch.empty(*shape, 3, dtype=real)
+        torch.fft.irfftn(phi_k, s=shape, out=phi)
+        compiled.use_torch_threads()
         compiled.finite_difference_gradient(phi.numpy(), -self.n / self.box_size, force.numpy())  # -grad phi
-        del phi
         return stencil.readout_channels_last(force)
 
 
