@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lss_lightning.mocks.galaxies import (
+from lss_lightning.galaxies import (
     GalaxyCatalogue,
     HODParameters,
     concentration_duffy08,

@@ -15,9 +15,8 @@ from lss_lightning.cosmology import resolve_prior
 from lss_lightning.fields.mesh import cic_paint
 from lss_lightning.fields.tracers import BoxGrid, catalogue_fields, galaxy_fields, store_fields
 from lss_lightning.fields.velocity import redshift_space_positions
+from lss_lightning.galaxies import HODParameters, galaxy_seed, populate
 from lss_lightning.mocks.config import MockConfig
-from lss_lightning.mocks.design import galaxy_seed
-from lss_lightning.mocks.galaxies import HODParameters, populate
 from lss_lightning.mocks.generate import generate_store, plan
 from lss_lightning.store.reader import FieldStore
 from lss_lightning.store.schema import (

@@ -20,6 +20,7 @@ FORBIDDEN = {
     "tasks": {"store", "mocks", "run", "evaluate"},
     "evaluate": {"mocks", "run"},
     "cosmology": {"fields", "store", "data", "mocks", "run", "tasks", "evaluate", "models"},
+    "galaxies": {"data", "mocks", "run", "tasks", "evaluate", "models"},  # below mocks/ and data/quijote/
     "config": {"cosmology", "fields", "store", "data", "mocks", "run", "tasks", "evaluate", "models"},
 }
 MAX_FUNCTION_LINES = 60

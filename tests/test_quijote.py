@@ -477,3 +477,38 @@ def test_train_vit3d_on_a_converted_quijote_store(lh_tree, tmp_path):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         metrics = train(compose(config_name="train", overrides=overrides))
     assert {"test/Omega_m/rmse", "test/sigma_8/relative_error"} <= set(metrics)
+
+
+def test_quijote_haloes_populated_with_the_mocks_hod(lh_tree, tmp_path):
+    """hod: the converter populates each simulation's haloes with lss_lightning.galaxies, seeded as the mocks
+    are (galaxy_seed of the simulation's seed): galaxies/ holds exactly populate(stored haloes), and the galaxy
+    density contrast is that of those galaxies; galaxy fields without an hod stop in the config."""
+    from lss_lightning.galaxies import HODParameters, galaxy_seed, populate
+
+    root, _ = lh_tree
+    hod = {"log_M_min": 12.5, "log_M0": 12.5, "log_M1": 13.5}  # the fixture's haloes span ~1e12-1e15
+    cfg = config(root, tmp_path / "g", n_sims=1, fields=["galaxies", "galaxy_velocity_rsd"], hod=hod)
+    store = convert_store(cfg, progress=False)
+    assert store.galaxies["hod"] == HODParameters.from_mapping(hod).to_dict()
+    sim = store.simulation("sim_00000")
+    galaxies = store.read_galaxies("sim_00000")
+    expected = populate(
+        store.read_halos("sim_00000"),
+        HODParameters.from_mapping(hod),
+        box_size=BOX,
+        redshift=REDSHIFT,
+        omega_m=sim["params"]["Omega_m"],
+        rng=galaxy_seed(sim["seed"]),
+    )
+    assert len(galaxies) == len(expected) > 0
+    np.testing.assert_array_equal(galaxies.host, expected.host)
+    np.testing.assert_allclose(galaxies.positions, expected.positions, atol=1e-4)
+    nbar = len(expected) / GRID**3
+    np.testing.assert_allclose(
+        store.read("sim_00000", "galaxies")[0], paint(expected.positions) / nbar - 1, atol=1e-4
+    )
+    assert store.read("sim_00000", "galaxy_velocity_rsd").shape == (3, GRID, GRID, GRID)
+    with pytest.raises(ValueError, match="needs galaxies: give an hod block"):
+        config(root, tmp_path / "h", n_sims=1, fields=["galaxies"])
+    with pytest.raises(ValueError, match="bad hod block"):
+        config(root, tmp_path / "h", n_sims=1, fields=["galaxies"], hod={"sigma_logM": -1.0})

@@ -22,7 +22,7 @@ v_los / (a H) along the line of sight first):
   keeps the haloes' shot noise, white in delta_h, from turning into large small-scale velocities.
 
 Fields made from a galaxy catalogue (any object with positions and velocities, e.g. the HOD galaxies of
-``mocks.galaxies``; all its galaxies, no mass bins):
+``lss_lightning.galaxies``; all its galaxies, no mass bins):
 - ``galaxies``: number-density contrast n / nbar - 1 of the galaxies, nbar = (galaxies) / N^3 (CIC).
 - ``galaxy_velocity``: the galaxies' mean velocity per cell in km/s (each galaxy weighted 1), empty cells
   filled by the rule of ``halo_velocity`` (the same painting code).

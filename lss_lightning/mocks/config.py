@@ -3,7 +3,7 @@ it is built, and the settings blocks it hands to the solver (PM), the halo finde
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +19,7 @@ from lss_lightning.fields.tracers import (
     is_catalogue_field,
     is_galaxy_field,
 )
-from lss_lightning.mocks.galaxies import HOD_ALIASES, HOD_NAMES, HODParameters
+from lss_lightning.galaxies import HODParameters, check_hod, check_hod_prior
 from lss_lightning.mocks.lightcone import LightconeSettings
 from lss_lightning.mocks.pm import PMSettings
 from lss_lightning.store.schema import LIGHTCONE_FIELD, parse_mass_bins
@@ -176,12 +176,9 @@ class MockConfig:
                 "hod populates the FoF haloes of a box, which only the particle mesh makes: set solver=pm "
                 "(and no lightcone block), or hod=null"
             )
-        try:
-            base = HODParameters.from_mapping(dict(self.hod))
-        except ValueError as e:
-            raise ValueError(f"bad hod block: {e}") from None
+        base = check_hod(self.hod)
         self.hod = base.to_dict()
-        self.hod_prior = _hod_prior(self.hod_prior, base) if self.hod_prior else None
+        self.hod_prior = check_hod_prior(self.hod_prior, base) if self.hod_prior else None
 
     @property
     def hod_parameters(self) -> HODParameters | None:
@@ -223,28 +220,6 @@ class MockConfig:
             else f"{self.lpt_order}LPT"
         )
         return f"{self.n_particles}^3 particles, {solver} -> {self.grid}^3"
-
-
-def _hod_prior(prior: Mapping, base: HODParameters) -> dict[str, list[float]]:
-    """{name: [lo, hi]} with canonical HOD names, each bound a valid value of its parameter (so every sample
-    of the box is one: each parameter's valid range is an interval)."""
-    out = {}
-    for key, pair in dict(prior).items():
-        name = HOD_ALIASES.get(key, key)
-        if name not in HOD_NAMES:
-            raise ValueError(f"hod_prior names unknown HOD parameter {key!r}; known: {list(HOD_NAMES)}")
-        if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
-            raise ValueError(f"hod_prior.{name} = {pair!r}: give [lo, hi]")
-        lo, hi = float(pair[0]), float(pair[1])
-        if not lo < hi:
-            raise ValueError(f"hod_prior.{name} = [{lo}, {hi}]: need lo < hi")
-        for bound in (lo, hi):
-            try:
-                HODParameters.from_mapping({name: bound}, base=base)
-            except ValueError as e:
-                raise ValueError(f"hod_prior.{name} = [{lo}, {hi}] reaches a bad value: {e}") from None
-        out[name] = [lo, hi]
-    return out
 
 
 def _settings(kind, values: Mapping, block: str):

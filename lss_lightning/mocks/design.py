@@ -2,17 +2,16 @@
 ``n_sims`` keeps the existing ones), cosmologies (one fiducial, or a seeded Latin hypercube over a prior) and,
 with an hod block, each simulation's HOD (one, or a seeded Latin hypercube over ``hod_prior``).
 
-The HOD hypercube has its own seed, drawn from ``SeedSequence([seed, HOD_STREAM])``: with the master seed itself
-it would repeat the cosmological hypercube's unit samples, tying the HOD to the cosmology. The galaxy draws of a
-simulation are seeded by ``galaxy_seed`` from the simulation's own seed, so a rerun redraws the same galaxies."""
+The HOD hypercube has its own seed stream (``galaxies.store_hods``); the galaxy draws of a simulation are seeded
+by ``galaxies.galaxy_seed`` from the simulation's own seed, so a rerun redraws the same galaxies."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from lss_lightning.cosmology import Cosmology, latin_hypercube
+from lss_lightning.galaxies import store_hods
 from lss_lightning.mocks.config import MockConfig
-from lss_lightning.mocks.galaxies import sample_hod
 from lss_lightning.store.schema import (
     sim_file_name,
 )
@@ -51,22 +50,8 @@ def design(cfg: MockConfig) -> list[dict]:
     ]
 
 
-HOD_STREAM = 0x484F44  # "HOD": the HOD hypercube's seed stream beside the master seed
-GALAXY_STREAM = 0x47414C  # "GAL": the galaxy draws' stream beside a simulation's seed
-
-
 def hod_design(cfg: MockConfig) -> list[dict[str, float]]:
     """The HOD (name -> value) of each simulation: cfg.hod for all, or a seeded Latin hypercube over
     cfg.hod_prior (the other parameters from cfg.hod); [] without an hod block."""
     base = cfg.hod_parameters
-    if base is None:
-        return []
-    if not cfg.hod_prior:
-        return [base.to_dict() for _ in range(cfg.n_sims)]
-    seed = int(np.random.SeedSequence([cfg.seed, HOD_STREAM]).generate_state(1)[0])
-    return [hod.to_dict() for hod in sample_hod(cfg.hod_prior, cfg.n_sims, seed, base=base)]
-
-
-def galaxy_seed(sim_seed: int) -> int:
-    """The seed of a simulation's galaxy draws (``mocks.galaxies.populate``), from its own seed."""
-    return int(np.random.SeedSequence([int(sim_seed), GALAXY_STREAM]).generate_state(1)[0])
+    return [] if base is None else store_hods(base, cfg.hod_prior, cfg.n_sims, cfg.seed)

@@ -11,7 +11,7 @@ Solvers: ``lpt`` moves particles from the lattice straight to the output redshif
 ``pm`` starts from 2LPT at ``pm.a_start`` and integrates gravity with the particle-mesh kick-drift-kick
 of ``mocks/pm.py``, then finds friends-of-friends haloes (``mocks/fof.py``), stored in each file's
 ``halos/`` group and gridded into halo fields by ``fields/tracers.py``; with an ``hod`` block the haloes are
-populated with galaxies (``mocks/galaxies.py``, one HOD per store or per simulation with ``hod_prior``), stored
+populated with galaxies (``lss_lightning/galaxies.py``, one HOD per store or per simulation with ``hod_prior``), stored
 in ``galaxies/`` and gridded into galaxy fields by the same code. With a ``lightcone`` block the
 particle mesh instead writes FoF haloes at several redshifts and the store holds one field, ``lightcone``:
 the histogram of the haloes on the observer's past light cone in (RA, DEC, observed z) (``mocks/lightcone.py``).
@@ -30,6 +30,7 @@ import logging
 
 from lss_lightning.config import resolve_device
 from lss_lightning.cosmology import Cosmology
+from lss_lightning.galaxies import galaxy_settings
 from lss_lightning.mocks.config import RUN_ONLY, MockConfig
 from lss_lightning.mocks.design import design
 from lss_lightning.mocks.fof import particle_mass
@@ -67,18 +68,10 @@ def plan(cfg: MockConfig, sims: list[dict]) -> StorePlan:
         source = "mock-pm-lightcone" if cfg.lightcone else "mock-pm"
     geometry = (cfg.box_size, cfg.grid, cfg.store_redshift, cfg.los_axis)
     layout = (cfg.chunk, cfg.compression)
-    galaxies = galaxy_settings(cfg)
+    galaxies = galaxy_settings(cfg.hod, cfg.hod_prior)
     return StorePlan(
         cfg.store, source, *geometry, specs, sims, generator_settings(cfg), halos, *layout, galaxies=galaxies
     )
-
-
-def galaxy_settings(cfg: MockConfig) -> dict | None:
-    """The manifest's ``galaxies`` entry: the galaxy model, its HOD (every parameter) and prior; None without."""
-    if cfg.hod is None:
-        return None
-    model = {"model": "zheng07", "concentration": "duffy08"}  # mocks.galaxies, in every FoF halo
-    return {**model, "hod": dict(cfg.hod), "hod_prior": cfg.hod_prior}
 
 
 def warn_if_resolution_limited(cfg: MockConfig, sims: list[dict]) -> None:

@@ -16,10 +16,9 @@ from lss_lightning.fields.particles import (
     fields_to_paint,
 )
 from lss_lightning.fields.tracers import BoxGrid, store_fields
+from lss_lightning.galaxies import HODParameters, galaxy_seed, populate
 from lss_lightning.mocks.config import MockConfig
-from lss_lightning.mocks.design import galaxy_seed
 from lss_lightning.mocks.fof import friends_of_friends, particle_mass
-from lss_lightning.mocks.galaxies import HODParameters, populate
 from lss_lightning.mocks.ics import gaussian_field_k
 from lss_lightning.mocks.lightcone import histogram, place_on_lightcone
 from lss_lightning.mocks.lpt import Particles, lpt_particles

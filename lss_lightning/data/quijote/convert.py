@@ -35,7 +35,14 @@ from lss_lightning.fields.particles import (
     ParticleGridder,
     fields_to_paint,
 )
-from lss_lightning.fields.tracers import BoxGrid, expand_halo_fields, is_catalogue_field, store_fields
+from lss_lightning.fields.tracers import (
+    BoxGrid,
+    expand_halo_fields,
+    is_catalogue_field,
+    is_galaxy_field,
+    store_fields,
+)
+from lss_lightning.galaxies import HODParameters, check_hod, galaxy_seed, galaxy_settings, populate
 from lss_lightning.store.builder import StorePlan, build_store
 from lss_lightning.store.reader import FieldStore
 from lss_lightning.store.schema import HaloCatalogue, field_spec, parse_mass_bins, sim_file_name
@@ -86,7 +93,12 @@ class QuijoteConfig:
     mass_bins: list = field(default_factory=lambda: [[1.0e13, None]])
     rockstar_mass: str = "Mvir"
     hosts_only: bool = True
-    halo_catalogue: bool | None = None  # store the catalogue in halos/; None: when halo fields are made
+    halo_catalogue: bool | None = (
+        None  # store the catalogue in halos/; None: when halo or galaxy fields are made
+    )
+    # HOD (lss_lightning.galaxies, as the mocks' hod block): populate the haloes (every halo of the catalogue,
+    # not only the mass bins), stored in galaxies/ and as galaxies[_rsd], galaxy_velocity[_rsd]; None: no galaxies
+    hod: dict | None = None
     params_file: str | None = None
     cosmology: dict = field(default_factory=dict)
     check_header_cosmology: bool = True
@@ -123,22 +135,31 @@ class QuijoteConfig:
             if not ok:
                 raise ValueError(message)
         parse_mass_bins(self.mass_bins)
-        for name in self.fields:
-            if not (
-                name.removesuffix("_rsd") in PARTICLE_FIELDS
-                or name in LINEAR_FIELDS
-                or is_catalogue_field(name)
-            ):
-                raise ValueError(
-                    f"cannot make field {name!r} from Quijote; choose from {list(PARTICLE_FIELDS)} (+ '_rsd'), "
-                    f"{list(LINEAR_FIELDS)}, 'halos', 'halos_rsd', halos_m<i>[_rsd], halo_velocity[_rsd] "
-                    "or velocity_linear_halos[_rsd]"
-                )
+        self.hod = None if self.hod is None else check_hod(self.hod).to_dict()
+        self._check_fields()
         if self.density_source == "cube":
             painted = [f for f in self.particle_fields() if f != "density"]
             if painted:
                 raise ValueError(
                     f"density_source=cube gives only the real-space density; {painted} need density_source=snapshot"
+                )
+
+    def _check_fields(self) -> None:
+        for name in self.fields:
+            if is_galaxy_field(name) and self.hod is None:
+                raise ValueError(
+                    f"field {name!r} needs galaxies: give an hod block (hod={{}}: the default HOD)"
+                )
+            if not (
+                name.removesuffix("_rsd") in PARTICLE_FIELDS
+                or name in LINEAR_FIELDS
+                or is_catalogue_field(name)
+                or is_galaxy_field(name)
+            ):
+                raise ValueError(
+                    f"cannot make field {name!r} from Quijote; choose from {list(PARTICLE_FIELDS)} (+ '_rsd'), "
+                    f"{list(LINEAR_FIELDS)}, 'halos', 'halos_rsd', halos_m<i>[_rsd], halo_velocity[_rsd], "
+                    "velocity_linear_halos[_rsd], or with an hod block galaxies[_rsd], galaxy_velocity[_rsd]"
                 )
 
     @property
@@ -158,6 +179,9 @@ class QuijoteConfig:
 
     @property
     def stores_catalogue(self) -> bool:
+        """halos/ is stored: asked for, or implied by halo fields or galaxies (whose hosts index it)."""
+        if self.hod is not None:
+            return True
         return bool(self.halo_fields()) if self.halo_catalogue is None else bool(self.halo_catalogue)
 
     def halo_settings(self) -> dict | None:
@@ -188,6 +212,7 @@ def design(cfg: QuijoteConfig, layout: QuijoteLayout) -> list[dict]:
                 "quijote_set": cfg.set_name,
                 "quijote_index": index,
                 "quijote_folder": layout.folder(index),
+                **({} if cfg.hod is None else {"hod": dict(cfg.hod)}),
             }
         )
     return sims
@@ -197,9 +222,12 @@ def plan(cfg: QuijoteConfig, sims: list[dict]) -> StorePlan:
     """The store this conversion builds: its fields (with their mass assignment), the set's simulations."""
     specs = {name: field_spec(name, cfg.los_axis, mas=cfg.field_mas(name)) for name in cfg.fields}
     generator = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in RUN_ONLY}
+    if cfg.hod is None:
+        del generator["hod"]  # stores converted before galaxies keep reconciling
     geometry = (cfg.box_size, cfg.grid, cfg.redshift, cfg.los_axis)
     source, halos, layout = f"quijote/{cfg.set_name}", cfg.halo_settings(), (cfg.chunk, cfg.compression)
-    return StorePlan(cfg.store, source, *geometry, specs, sims, generator, halos, *layout)
+    galaxies = galaxy_settings(cfg.hod, None)
+    return StorePlan(cfg.store, source, *geometry, specs, sims, generator, halos, *layout, galaxies=galaxies)
 
 
 def grid_snapshot(
@@ -228,12 +256,6 @@ def grid_snapshot(
     return grids, attrs
 
 
-# TODO(issue 19, galaxies): populate the catalogues with an hod block as the mocks do. The store side is
-# ready (store_fields(..., galaxies=...), SimulationProducts.galaxies, StorePlan.galaxies, the galaxies/ group,
-# the manifest's "galaxies" entry); missing is the HOD itself: mocks.galaxies.populate / sample_hod, which
-# data/ must not import (tests/test_layout.py). Move that module below both (e.g. lss_lightning/galaxies.py
-# beside cosmology.py), then add QuijoteConfig.hod / hod_prior (MockConfig._check_galaxy_model), store the
-# halo catalogue whenever hod is set, and call populate in __call__ with a seed derived from sim["seed"].
 class SimulationConverter:
     """Turns one Quijote simulation into the fields of the store (the ``produce`` of ``fill_store``)."""
 
@@ -270,16 +292,30 @@ class SimulationConverter:
             grids.update(new)
             attrs.update(new_attrs)
         catalogue = self._catalogue(index) if cfg.stores_catalogue or cfg.halo_fields() else None
+        galaxies = self._galaxies(sim, catalogue, cosmo, redshift)
         a_h, a_h_f = cosmo.a_h(redshift), cosmo.a_h_f(redshift)
         box = BoxGrid(cfg.grid, cfg.box_size, a_h, a_h_f, cfg.los_axis, cfg.linear_smoothing)
         try:
-            fields, attrs = store_fields(grids, attrs, cfg.fields, box, catalogue, self.bins)
+            fields, attrs = store_fields(
+                grids, attrs, cfg.fields, box, catalogue, self.bins, galaxies=galaxies
+            )
         except ValueError as e:  # an empty mass bin: a problem of this Quijote set's haloes
             raise QuijoteError(str(e)) from e
         return SimulationProducts(
             fields,
             {k: v for k, v in attrs.items() if k in fields},
             catalogue if cfg.stores_catalogue else None,
+            galaxies,
+        )
+
+    def _galaxies(self, sim: Mapping, catalogue: HaloCatalogue | None, cosmo: Cosmology, redshift: float):
+        """The HOD galaxies of the simulation's haloes (its entry's ``hod``, the mocks' seeding), or None."""
+        if "hod" not in sim:
+            return None
+        hod = HODParameters.from_mapping(sim["hod"])
+        seed = galaxy_seed(sim["seed"])
+        return populate(
+            catalogue, hod, box_size=self.cfg.box_size, redshift=redshift, omega_m=cosmo.Omega_m, rng=seed
         )
 
     def _check_header(self, snapshot: GadgetSnapshot, cosmo: Cosmology) -> float:

@@ -326,3 +326,60 @@ def sample_hod(
     return [
         HODParameters.from_mapping(dict(zip(names, row.tolist(), strict=True)), base=base) for row in samples
     ]
+
+
+# -- the HOD of a store (shared by the mock and Quijote builders) ---------------------------------------
+HOD_STREAM = 0x484F44  # "HOD": the HOD hypercube's seed stream beside a store's master seed
+GALAXY_STREAM = 0x47414C  # "GAL": the galaxy draws' stream beside a simulation's seed
+
+
+def check_hod(hod: Mapping) -> HODParameters:
+    """An ``hod:`` config block as HOD parameters (ValueError naming the bad entry)."""
+    try:
+        return HODParameters.from_mapping(dict(hod))
+    except ValueError as e:
+        raise ValueError(f"bad hod block: {e}") from None
+
+
+def check_hod_prior(prior: Mapping, base: HODParameters) -> dict[str, list[float]]:
+    """{name: [lo, hi]} with canonical HOD names, each bound a valid value of its parameter (so every sample
+    of the box is one: each parameter's valid range is an interval)."""
+    out = {}
+    for key, pair in dict(prior).items():
+        name = HOD_ALIASES.get(key, key)
+        if name not in HOD_NAMES:
+            raise ValueError(f"hod_prior names unknown HOD parameter {key!r}; known: {list(HOD_NAMES)}")
+        if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise ValueError(f"hod_prior.{name} = {pair!r}: give [lo, hi]")
+        lo, hi = float(pair[0]), float(pair[1])
+        if not lo < hi:
+            raise ValueError(f"hod_prior.{name} = [{lo}, {hi}]: need lo < hi")
+        for bound in (lo, hi):
+            try:
+                HODParameters.from_mapping({name: bound}, base=base)
+            except ValueError as e:
+                raise ValueError(f"hod_prior.{name} = [{lo}, {hi}] reaches a bad value: {e}") from None
+        out[name] = [lo, hi]
+    return out
+
+
+def store_hods(base: HODParameters, prior: Mapping | None, n: int, seed: int) -> list[dict[str, float]]:
+    """The HOD of each of n simulations: ``base`` for all, or a Latin hypercube over ``prior`` seeded by
+    SeedSequence([seed, HOD_STREAM]) (with the master seed itself it would repeat the cosmological hypercube's
+    unit samples and tie the HOD to the cosmology)."""
+    if not prior:
+        return [base.to_dict() for _ in range(n)]
+    stream = int(np.random.SeedSequence([int(seed), HOD_STREAM]).generate_state(1)[0])
+    return [hod.to_dict() for hod in sample_hod(prior, n, stream, base=base)]
+
+
+def galaxy_seed(sim_seed: int) -> int:
+    """The seed of a simulation's galaxy draws (:func:`populate`), from its own seed."""
+    return int(np.random.SeedSequence([int(sim_seed), GALAXY_STREAM]).generate_state(1)[0])
+
+
+def galaxy_settings(hod: Mapping | None, prior: Mapping | None) -> dict | None:
+    """The store manifest's ``galaxies`` entry: the model, its HOD (every parameter) and prior; None without."""
+    if hod is None:
+        return None
+    return {"model": "zheng07", "concentration": "duffy08", "hod": dict(hod), "hod_prior": prior}
