@@ -22,6 +22,7 @@ from lss_lightning.fields.tracers import (
 from lss_lightning.galaxies import HODParameters, check_hod, check_hod_prior
 from lss_lightning.mocks.lightcone import LightconeSettings
 from lss_lightning.mocks.pm import PMSettings
+from lss_lightning.mocks.survey import load_mask, observed_cells
 from lss_lightning.store.schema import LIGHTCONE_FIELD, parse_mass_bins
 
 SOLVERS = ("lpt", "pm")
@@ -60,7 +61,8 @@ class MockConfig:
     lpt_order: int = 2  # the LPT solver's order, and the order of the PM initial conditions
     pm: dict = field(default_factory=dict)  # PMSettings: steps, mesh_factor, a_start, stepping
     fof: dict = field(default_factory=dict)  # FoFSettings: linking_length, min_particles
-    # LightconeSettings (ra, dec, z, snapshots, margin, mass_min, observer, rsd): a light-cone store instead
+    # LightconeSettings (ra, dec, z, snapshots, margin, mass_min, observer, rsd, cones_per_box, survey: mask,
+    # redshift errors, n(z), mocks/survey.py): a light-cone store instead
     lightcone: dict | None = None
     mass_bins: list | None = field(default_factory=lambda: [[1.0e13, None]])  # Msun/h, [lo, hi)
     allow_empty_bins: bool = False  # an empty mass bin (or no galaxies) gives zeros instead of an error
@@ -130,6 +132,7 @@ class MockConfig:
                     f"cells over RA, DEC, z); got solver={self.solver}, fields={self.fields}"
                 )
             pm.scale_factors(1.0 / (1.0 + cone.snapshot_redshifts()[0]))
+            self._check_survey(cone)
             return
         if LIGHTCONE_FIELD in self.fields:
             raise ValueError(
@@ -138,6 +141,19 @@ class MockConfig:
         if self.solver == "pm":
             pm.scale_factors(1.0 / (1.0 + self.redshift))  # a_start must come before the output
         self._check_fields()
+
+    def _check_survey(self, cone: LightconeSettings) -> None:
+        """lightcone.survey checked against the histogram (mask file shape, holes on the footprint) and written
+        out in full with the mask file's digest, so stores with other survey effects refuse to mix; dropped
+        when it changes nothing (the store then matches one made without it)."""
+        survey = cone.survey
+        if survey is None or not survey.active:
+            self.lightcone.pop("survey", None)
+            return
+        ra_edges, dec_edges, _ = cone.histogram_edges(self.grid)
+        observed_cells(survey, ra_edges, dec_edges)  # raises on a bad mask file or hole
+        digest = load_mask(survey.mask, self.grid, survey.mask_sha256)[1] if survey.mask else None
+        self.lightcone["survey"] = survey.to_dict(digest)
 
     def _check_fields(self) -> None:
         """Every field is one the mocks make; halo and galaxy fields with the particle mesh (and an hod block)."""

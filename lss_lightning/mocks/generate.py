@@ -18,7 +18,8 @@ the histogram of the haloes on the observer's past light cone in (RA, DEC, obser
 With ``lightcone.cones_per_box`` K > 1 each particle-mesh run ("box") gives K cones along disjoint axis
 directions, each its own simulation entry ``sim_<box>_c<k>`` recording ``box``, ``observer`` and
 ``direction`` (``n_sims`` counts boxes; the store holds n_sims x K cones; a box runs once for all its
-cones, and shards split by box). The particle-mesh initial
+cones, and shards split by box). A ``lightcone.survey`` block applies an angular mask, redshift errors and a
+radial selection n(z) to the haloes of each cone before its histogram (``mocks/survey.py``). The particle-mesh initial
 conditions are the z = 0 linear P(k) scaled back by the growth factor D(a_start)^2 (so linear growth
 brings them exactly to the z = 0 spectrum); the LPT solver uses CAMB's P(k) at the output redshift.
 """

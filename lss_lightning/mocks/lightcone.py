@@ -28,17 +28,29 @@ same haloes (the same initial conditions, the same large-scale modes and sample 
 side L) at other places and in other replicas, so the cones of one box are correlated, not independent
 realisations; their store entries record ``box``, ``observer`` and ``direction``, and the train/val/test
 split keeps all cones of one box in one part (``data.modules.split_simulations`` with groups).
+
+Survey effects (``lightcone.survey``: angular mask, redshift errors, radial selection n(z); ``mocks/survey.py``)
+act on the tracers of a cone before its histogram (``apply_survey``); without them the cone is unchanged.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from lss_lightning.cosmology import SPEED_OF_LIGHT, Cosmology
+from lss_lightning.mocks.survey import (
+    SurveySettings,
+    cell_index,
+    observed_cells,
+    radial_selection,
+    redshift_errors,
+    solid_angle,
+)
 from lss_lightning.store.schema import HaloCatalogue
 
 # rows: line of sight, RA axis, DEC axis of the cone, in box coordinates (proper rotations, det = +1)
@@ -80,6 +92,7 @@ class LightconeSettings:
     observer: tuple = (0.0, 0.0, 0.0)  # Mpc/h, box coordinates
     rsd: bool = True  # observed redshifts include v_r / c
     cones_per_box: int = 1  # cones from each box, along AXIS_ORDER[:cones_per_box] (disjoint; module doc)
+    survey: SurveySettings | Mapping | None = None  # the survey block (mocks/survey.py); None: no effects
 
     def __post_init__(self):
         for name, lo_limit, hi_limit in (("ra", -180, 180), ("dec", -90, 90)):
@@ -116,6 +129,15 @@ class LightconeSettings:
         object.__setattr__(self, "dec", tuple(float(v) for v in self.dec))
         object.__setattr__(self, "z", tuple(float(v) for v in self.z))
         object.__setattr__(self, "observer", tuple(float(v) for v in self.observer))
+        self._check_survey()
+
+    def _check_survey(self) -> None:
+        """The survey block as SurveySettings, its n(z) checked against the cone's redshift range."""
+        if self.survey is None:
+            return
+        if not isinstance(self.survey, SurveySettings):
+            object.__setattr__(self, "survey", SurveySettings.from_mapping(self.survey))
+        self.survey.check_cone(self.z)
 
     @property
     def cosmological_range(self) -> tuple[float, float]:
@@ -157,6 +179,10 @@ class LightconeHaloes:
 
     def __len__(self) -> int:
         return len(self.ra)
+
+    def take(self, keep: np.ndarray) -> LightconeHaloes:
+        """The haloes where ``keep`` (a boolean or index array) selects them."""
+        return LightconeHaloes(*(getattr(self, f.name)[keep] for f in fields(self)))
 
 
 def sky_coordinates(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -267,3 +293,33 @@ def histogram(haloes: LightconeHaloes, settings: LightconeSettings, bins: int) -
         np.stack([haloes.ra, haloes.dec, haloes.z_obs], axis=1), bins=settings.histogram_edges(bins)
     )
     return counts.astype(np.float32)[None]
+
+
+def apply_survey(
+    haloes: LightconeHaloes,
+    settings: LightconeSettings,
+    bins: int,
+    cosmology: Cosmology,
+    rng: np.random.Generator,
+) -> tuple[LightconeHaloes, dict]:
+    """The haloes a survey sees (``settings.survey``: mask, then redshift errors in z_obs, then the n(z)
+    thinning, on the histogram's bins^3 cells; mocks/survey.py) and the histogram's attributes (``observed``
+    cells, ``nz_shortfall``); unchanged, with no draw, without survey effects."""
+    survey = settings.survey
+    if survey is None or not survey.active:
+        return haloes, {}
+    ra_edges, dec_edges, z_edges = settings.histogram_edges(bins)
+    observed, attrs = observed_cells(survey, ra_edges, dec_edges), {}
+    if observed is not None:
+        i = np.clip(cell_index(haloes.ra, ra_edges), 0, bins - 1)  # the histogram's (RA, DEC) cell
+        j = np.clip(cell_index(haloes.dec, dec_edges), 0, bins - 1)
+        haloes = haloes.take(observed[i, j])
+        attrs["observed"] = observed.astype(np.uint8)
+    if survey.sigma_z > 0 or survey.outlier_fraction > 0:
+        haloes = replace(haloes, z_obs=redshift_errors(haloes.z_obs, survey, settings.z, rng)[0])
+    if survey.nz is not None:
+        steradians = solid_angle(ra_edges, dec_edges, observed)
+        keep, shortfall = radial_selection(haloes.z_obs, survey.nz, z_edges, steradians, cosmology, rng)
+        haloes = haloes.take(keep)
+        attrs["nz_shortfall"] = shortfall
+    return haloes, attrs

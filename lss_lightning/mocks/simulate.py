@@ -20,9 +20,10 @@ from lss_lightning.galaxies import HODParameters, galaxy_seed, populate
 from lss_lightning.mocks.config import MockConfig
 from lss_lightning.mocks.fof import friends_of_friends, particle_mass
 from lss_lightning.mocks.ics import gaussian_field_k
-from lss_lightning.mocks.lightcone import histogram, place_on_lightcone
+from lss_lightning.mocks.lightcone import AXIS_ORDER, apply_survey, histogram, place_on_lightcone
 from lss_lightning.mocks.lpt import Particles, lpt_particles
 from lss_lightning.mocks.pm import PMState, evolve
+from lss_lightning.mocks.survey import survey_rng
 from lss_lightning.store.schema import (
     LIGHTCONE_FIELD,
     GalaxyCatalogue,
@@ -160,32 +161,40 @@ def lightcone_snapshots(
     return catalogues
 
 
+def lightcone_products(
+    cfg: MockConfig,
+    cosmo: Cosmology,
+    particles: Particles,
+    seed: int,
+    report: StepReporter | None = None,
+    directions: tuple[str, ...] | None = None,
+) -> dict[str, SimulationProducts]:
+    """Particle mesh with FoF haloes at the cone's snapshot redshifts, run once -> the (1, N, N, N)
+    (RA, DEC, z) histogram of the cone along each of ``directions`` (default: all cones of the box), after
+    the survey effects (drawn from ``survey_rng(seed, cone)``), with their attributes."""
+    cone = cfg.lightcone_settings
+    catalogues = lightcone_snapshots(cfg, cosmo, particles, report)
+    products = {}
+    for d in directions or cone.directions:
+        haloes = place_on_lightcone(catalogues, cosmo, cfg.box_size, cone, d)
+        rng = survey_rng(seed, AXIS_ORDER.index(d))
+        haloes, attrs = apply_survey(haloes, cone, cfg.grid, cosmo, rng)
+        counts = histogram(haloes, cone, cfg.grid)
+        products[d] = SimulationProducts({LIGHTCONE_FIELD: counts}, {LIGHTCONE_FIELD: attrs} if attrs else {})
+    return products
+
+
 def lightcone_histograms(
     cfg: MockConfig,
     cosmo: Cosmology,
     particles: Particles,
     report: StepReporter | None = None,
     directions: tuple[str, ...] | None = None,
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Particle mesh with FoF haloes at the cone's snapshot redshifts, run once -> the (1, N, N, N)
-    (RA, DEC, z) histogram of the cone along each of ``directions`` (default: all cones of the box)."""
-    cone = cfg.lightcone_settings
-    catalogues = lightcone_snapshots(cfg, cosmo, particles, report)
-    return {
-        d: histogram(place_on_lightcone(catalogues, cosmo, cfg.box_size, cone, d), cone, cfg.grid)
-        for d in (directions or cone.directions)
-    }
-
-
-def lightcone_histogram(
-    cfg: MockConfig,
-    cosmo: Cosmology,
-    particles: Particles,
-    report: StepReporter | None = None,
-    direction: str = "+x",
-) -> np.ndarray:
-    """The (1, N, N, N) (RA, DEC, z) histogram of one cone (along ``direction``) of a particle-mesh run."""
-    return lightcone_histograms(cfg, cosmo, particles, report, (direction,))[direction]
+    """The (1, N, N, N) histograms of ``lightcone_products`` alone, by direction."""
+    products = lightcone_products(cfg, cosmo, particles, seed, report, directions)
+    return {d: p.fields[LIGHTCONE_FIELD] for d, p in products.items()}
 
 
 class BoxCones:
@@ -202,8 +211,8 @@ class BoxCones:
         if key != self.box or sim["direction"] not in self.cones:
             cosmo = Cosmology.from_mapping(sim["params"])
             particles, _ = initial_particles(self.cfg, cosmo, sim["seed"], self.device)
-            self.box, self.cones = key, lightcone_histograms(self.cfg, cosmo, particles, report)
-        return SimulationProducts({LIGHTCONE_FIELD: self.cones[sim["direction"]]}, {})
+            self.box, self.cones = key, lightcone_products(self.cfg, cosmo, particles, sim["seed"], report)
+        return self.cones[sim["direction"]]
 
 
 def simulate(
@@ -216,8 +225,8 @@ def simulate(
     particles, _ = initial_particles(cfg, cosmo, sim["seed"], device)
     timings["ics"] = time.perf_counter() - start
     if cfg.lightcone is not None:
-        cone = lightcone_histogram(cfg, cosmo, particles, report, sim.get("direction", "+x"))
-        return SimulationProducts({LIGHTCONE_FIELD: cone}, {})
+        direction = sim.get("direction", "+x")
+        return lightcone_products(cfg, cosmo, particles, sim["seed"], report, (direction,))[direction]
     particles = run_solver(cfg, cosmo, particles, report)
     timings["solver"] = time.perf_counter() - start - sum(timings.values())
     haloes = find_haloes(cfg, cosmo, particles) if cfg.solver == "pm" else None  # stored in halos/

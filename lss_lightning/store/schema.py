@@ -10,6 +10,8 @@ A store is a directory holding ``manifest.json`` and one HDF5 file per simulatio
     sim_00000.h5    attrs: schema_version, sim_id, box_size, grid, redshift, seed, los_axis, source,
                            Omega_m, Omega_b, h, n_s, sigma_8, M_nu, w0, wa, complete
                     fields/<name>: float32 (C, N, N, N), chunked, attrs kind, units, space, los_axis, mas
+                           (lightcone with survey effects also: observed (N, N) uint8 RA/DEC cells, 1 = observed,
+                           with a mask; nz_shortfall with an n(z) selection; mocks/survey.py)
                     halos/ (when the manifest has "halos"): position (H, 3) float32 Mpc/h, velocity (H, 3)
                            float32 km/s, mass (H,) float64 Msun/h, n_particles (H,) int64;
                            attrs particle_mass (Msun/h), linking_length, min_particles, finder
