@@ -340,19 +340,23 @@ def latin_hypercube(
 
     Parameters outside the prior keep the fiducial values (the preset's own fiducial by default).
     """
-    from scipy.stats import qmc
-
     bounds = resolve_prior(prior)
     if fiducial is None:
         fiducial = FIDUCIALS[PRIOR_FIDUCIAL.get(prior, "quijote")] if isinstance(prior, str) else Cosmology()
+    return [Cosmology.from_mapping(row, base=fiducial) for row in latin_hypercube_rows(bounds, n, seed)]
+
+
+def latin_hypercube_rows(
+    bounds: Mapping[str, tuple[float, float]], n: int, seed: int
+) -> list[dict[str, float]]:
+    """n points {name: value} of a seeded Latin hypercube (scipy.stats.qmc) over the box {name: (lo, hi)}:
+    the one sampler of the cosmological and the HOD hypercubes."""
+    from scipy.stats import qmc
+
     names = list(bounds)
     unit = qmc.LatinHypercube(d=len(names), seed=seed).random(n)
-    lows = np.array([bounds[p][0] for p in names])
-    highs = np.array([bounds[p][1] for p in names])
-    samples = qmc.scale(unit, lows, highs)
-    return [
-        Cosmology.from_mapping(dict(zip(names, row.tolist(), strict=True)), base=fiducial) for row in samples
-    ]
+    samples = qmc.scale(unit, [bounds[p][0] for p in names], [bounds[p][1] for p in names])
+    return [dict(zip(names, row.tolist(), strict=True)) for row in samples]
 
 
 def parameter_name(name: str) -> str | None:

@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 from scipy.special import erf, lambertw
 
+from lss_lightning.cosmology import latin_hypercube_rows
+
 # the catalogue type lives with the store that holds it (the galaxies/ group); re-exported here
 from lss_lightning.store.schema import GalaxyCatalogue, HaloCatalogue
 
@@ -304,11 +306,9 @@ def sample_hod(
 ) -> list[HODParameters]:
     """n HODs from a seeded Latin hypercube (scipy.stats.qmc) over the prior's box {name: (lo, hi)}.
 
-    Parameters outside the prior keep ``base`` (the defaults). The sampler is the one of
-    lss_lightning.cosmology.latin_hypercube, which itself only takes cosmological parameter names.
+    Parameters outside the prior keep ``base`` (the defaults); the sampler is the cosmological hypercube's
+    (``cosmology.latin_hypercube_rows``).
     """
-    from scipy.stats import qmc
-
     bounds = {}
     for key, pair in prior.items():
         name = HOD_ALIASES.get(key, key)
@@ -320,12 +320,7 @@ def sample_hod(
         bounds[name] = (lo, hi)
     if not bounds:
         raise ValueError("sample_hod needs a prior on at least one HOD parameter")
-    names = list(bounds)
-    unit = qmc.LatinHypercube(d=len(names), seed=seed).random(n)
-    samples = qmc.scale(unit, [bounds[p][0] for p in names], [bounds[p][1] for p in names])
-    return [
-        HODParameters.from_mapping(dict(zip(names, row.tolist(), strict=True)), base=base) for row in samples
-    ]
+    return [HODParameters.from_mapping(row, base=base) for row in latin_hypercube_rows(bounds, n, seed)]
 
 
 # -- the HOD of a store (shared by the mock and Quijote builders) ---------------------------------------
