@@ -309,15 +309,7 @@ def sample_hod(
     Parameters outside the prior keep ``base`` (the defaults); the sampler is the cosmological hypercube's
     (``cosmology.latin_hypercube_rows``).
     """
-    bounds = {}
-    for key, pair in prior.items():
-        name = HOD_ALIASES.get(key, key)
-        if name not in HOD_NAMES:
-            raise ValueError(f"prior names unknown HOD parameter {key!r}; known: {list(HOD_NAMES)}")
-        lo, hi = (float(b) for b in pair)
-        if not lo < hi:
-            raise ValueError(f"prior on {name} needs lower < upper, got [{lo}, {hi}]")
-        bounds[name] = (lo, hi)
+    bounds = hod_prior_bounds(prior, "prior")
     if not bounds:
         raise ValueError("sample_hod needs a prior on at least one HOD parameter")
     return [HODParameters.from_mapping(row, base=base) for row in latin_hypercube_rows(bounds, n, seed)]
@@ -340,15 +332,7 @@ def check_hod_prior(prior: Mapping, base: HODParameters) -> dict[str, list[float
     """{name: [lo, hi]} with canonical HOD names, each bound a valid value of its parameter (so every sample
     of the box is one: each parameter's valid range is an interval)."""
     out = {}
-    for key, pair in dict(prior).items():
-        name = HOD_ALIASES.get(key, key)
-        if name not in HOD_NAMES:
-            raise ValueError(f"hod_prior names unknown HOD parameter {key!r}; known: {list(HOD_NAMES)}")
-        if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
-            raise ValueError(f"hod_prior.{name} = {pair!r}: give [lo, hi]")
-        lo, hi = float(pair[0]), float(pair[1])
-        if not lo < hi:
-            raise ValueError(f"hod_prior.{name} = [{lo}, {hi}]: need lo < hi")
+    for name, (lo, hi) in hod_prior_bounds(prior, "hod_prior").items():
         for bound in (lo, hi):
             try:
                 HODParameters.from_mapping({name: bound}, base=base)
@@ -356,6 +340,22 @@ def check_hod_prior(prior: Mapping, base: HODParameters) -> dict[str, list[float
                 raise ValueError(f"hod_prior.{name} = [{lo}, {hi}] reaches a bad value: {e}") from None
         out[name] = [lo, hi]
     return out
+
+
+def hod_prior_bounds(prior: Mapping, what: str) -> dict[str, tuple[float, float]]:
+    """{canonical HOD name: (lo, hi)} of a prior box, lo < hi; ValueError naming the entry of ``what``."""
+    bounds = {}
+    for key, pair in dict(prior).items():
+        name = HOD_ALIASES.get(key, key)
+        if name not in HOD_NAMES:
+            raise ValueError(f"{what} names unknown HOD parameter {key!r}; known: {list(HOD_NAMES)}")
+        if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise ValueError(f"{what}.{name} = {pair!r}: give [lo, hi]")
+        lo, hi = float(pair[0]), float(pair[1])
+        if not lo < hi:
+            raise ValueError(f"{what}.{name} = [{lo}, {hi}]: need lo < hi")
+        bounds[name] = (lo, hi)
+    return bounds
 
 
 def store_hods(base: HODParameters, prior: Mapping | None, n: int, seed: int) -> list[dict[str, float]]:

@@ -125,6 +125,7 @@ class ForceMesh:
         self.n, self.box_size = int(n), float(box_size)
         self.device = torch.device(device or "cpu")
         self.green = inverse_laplacian(self.n, self.box_size, self.device)  # phi_k = green * delta_k
+        self._meshes: dict[str, torch.Tensor] | None = None  # the CPU force's work meshes (_cpu_meshes)
         dx = self.box_size / self.n
         self.gradient = tuple(  # i times these (1D, broadcastable) is the gradient along each axis
             finite_difference_gradient(k, dx)
@@ -168,7 +169,7 @@ class ForceMesh:
     def _cpu_meshes(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The CPU force's work meshes for ``dtype``: count and phi (N^3), phi_k (rfft), force (N^3, 3);
         16 N^3 + 8 N^2 (N/2 + 1) bytes in float32, allocated on the first call."""
-        meshes = getattr(self, "_meshes", None)
+        meshes = self._meshes
         if meshes is None or meshes["count"].dtype != dtype:
             shape, complex_dtype = (
                 (self.n,) * 3,
