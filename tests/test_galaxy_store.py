@@ -304,3 +304,56 @@ def test_hod_blocks_are_written_out_in_full():
     plain = MockConfig(store="x")
     assert plan(plain, []).manifest()["galaxies"] is None
     assert "hod" not in plan(plain, []).manifest()["generator"]  # stores made before hod still reconcile
+
+
+def test_robustness_hod_trains_on_one_hod_and_evaluates_on_another(tmp_path):
+    """experiment=robustness_hod on two tiny stores of the same boxes with other HODs: it trains on one and
+    eval's data_overrides.store evaluates the checkpoint on the other's test boxes (bench/bench_robustness.py)."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.run import evaluate, train
+
+    fields = ["galaxies", "velocity_linear_galaxies", "velocity", "density"]
+    base = {**SETTINGS, "n_sims": 8, "design": "seeds", "hod_prior": None, "fields": fields}
+    stores = {
+        h: generate_store(
+            tiny_mock(tmp_path / f"hod_{h}", **{**base, "hod": {**HOD, "log_M_min": h}}), progress=False
+        )
+        for h in (12.8, 13.0)
+    }
+    assert (
+        stores[12.8].simulation(stores[12.8].simulation_ids[0])["seed"]
+        == stores[13.0].simulation(stores[13.0].simulation_ids[0])["seed"]
+    )  # the same boxes, other galaxies
+    small = ["data.crop=8", "data.pad=6", "data.batch_size=2", "data.num_workers=0", "model.net.width=4"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                "experiment=robustness_hod",
+                f"data.store={stores[12.8].root}",
+                f"paths.output_dir={tmp_path / 'train'}",
+                "debug=fast_dev_run",
+                "~callbacks.progress_bar",
+                *small,
+            ],
+        )
+        assert cfg.model.residual_of in cfg.data.inputs and cfg.data.generate.hod.log_M_min == 13.3
+        train(cfg)
+        ckpt = next((tmp_path / "train" / "checkpoints").glob("*.ckpt"))
+        out = tmp_path / "eval"
+        eval_cfg = compose(
+            config_name="eval",
+            overrides=[
+                f"ckpt_path={ckpt}",
+                f"data_overrides.store={stores[13.0].root}",
+                f"paths.output_dir={out}",
+            ],
+        )
+    flat = evaluate(eval_cfg)
+    assert "test/unet/vector/0.3/r" in flat and "test/linear/vector/0.3/r" in flat
+    predictions = json.loads(next(out.rglob("predictions/manifest.json")).read_text())
+    assert str(stores[13.0].root) in predictions["source"]  # the shifted store's boxes were predicted

@@ -1,0 +1,194 @@
+"""Robustness to the galaxy model: the hybrid U-net of experiment=robustness_hod trained on the galaxies of one HOD
+(log M_min = 13.3) and evaluated on the same boxes populated with other HODs, beside linear theory from the
+same galaxies.
+
+For each log M_min of --hods the script builds a store of the default mock boxes (the same 16 seeds, so the dark
+matter and the haloes are identical; only the galaxies differ) with the HOD's galaxies, trains once on the
+training HOD's store, and evaluates that checkpoint on the test boxes of every store (eval's
+data_overrides.store). The table gives, per HOD: galaxies per box, r(k) and the error power P_err/P_true of the
+U-net and of linear theory (its r(k) does not depend on the bias; evaluation.linear_bias stays 1), and the
+shift of the U-net's numbers against the in-distribution row; bench/results/robustness_<time>/ holds the runs,
+results.json and error_vs_hod.png (1 - r and the error power at k = 0.5 against log M_min).
+
+Run: .venv/bin/python bench/bench_robustness.py [--hods 13.0,13.3,13.6] [--train-hod 13.3] [--epochs 6]
+     (~1 min per store on 2 cores, ~2 min of training, seconds per evaluation)
+The other experiment of issue 19 (robustness_zerr: cones without and with redshift errors) is not here yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from _harness import train_seed
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+K_REPORT = ("0.1", "0.3", "0.5", "1")
+
+
+def store_path(hod: float) -> str:
+    return f"${{paths.data_dir}}/mocks/robustness_hod_{hod:g}"
+
+
+def hod_overrides(hod: float) -> list[str]:
+    return [
+        "experiment=robustness_hod",
+        f"data.store={store_path(hod)}",
+        f"data.generate.hod.log_M_min={hod}",
+    ]
+
+
+def cpu_overrides(epochs: int) -> list[str]:
+    return [
+        f"trainer.max_epochs={epochs}",
+        "data.num_workers=1",
+        "callbacks=default",
+        "~callbacks.progress_bar",
+    ]
+
+
+def build_store(hod: float, run_dir: Path) -> None:
+    """The store of one HOD (train=false evaluate=false: only the store is built, if absent)."""
+    compose_and_train(run_dir, [*hod_overrides(hod), "train=false", "evaluate=false"])
+
+
+def compose_and_train(run_dir: Path, overrides: list[str]) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.run import train
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
+    train(cfg)
+
+
+def evaluate_on(ckpt: Path, hod: float, out_dir: Path) -> dict:
+    """The checkpoint on the test boxes of the store of ``hod``; that run's metrics.json."""
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.run import evaluate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="eval",
+            overrides=[
+                f"ckpt_path={ckpt}",
+                f"data_overrides.store={store_path(hod)}",
+                f"paths.output_dir={out_dir}",
+            ],
+        )
+    evaluate(cfg)
+    return json.loads(next(out_dir.rglob("metrics.json")).read_text())
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint of the lowest validation loss (named epochNNN-val_loss<value>.ckpt), as train evaluates."""
+    found = sorted(
+        run_dir.glob("checkpoints/epoch*-val_loss*.ckpt"), key=lambda p: float(p.stem.split("val_loss")[1])
+    )
+    return found[0]
+
+
+def galaxies_per_box(hod: float) -> float:
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.store.reader import FieldStore
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=hod_overrides(hod))
+    store = FieldStore(cfg.data.store)
+    return sum(len(store.read_galaxies(s)) for s in store.simulation_ids) / len(store.simulation_ids)
+
+
+def row(metrics: dict, label: str) -> dict:
+    vector = metrics["summary"][label]["vector"]
+    return {k: {"r": vector[k]["r"], "error_power": vector[k]["error_power"]} for k in K_REPORT}
+
+
+def print_table(results: dict, train_hod: float) -> None:
+    base = results[f"{train_hod:g}"]["unet"]
+    print(
+        "\n| log M_min | galaxies per box | r(k) U-net, k = 0.1 / 0.3 / 0.5 / 1 | r(k) linear | P_err/P_true U-net "
+        "| P_err/P_true linear | U-net shift: delta r(0.5), error power(0.5) / in-distribution |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for hod, res in results.items():
+        u, lin = res["unet"], res["linear"]
+        r = lambda d: " / ".join(f"{d[k]['r']:.3f}" for k in K_REPORT)  # noqa: E731
+        e = lambda d: " / ".join(f"{d[k]['error_power']:.3f}" for k in K_REPORT)  # noqa: E731
+        shift = f"{u['0.5']['r'] - base['0.5']['r']:+.3f}, x{u['0.5']['error_power'] / base['0.5']['error_power']:.2f}"
+        mark = " (train)" if hod == f"{train_hod:g}" else ""
+        print(
+            f"| {hod}{mark} | {res['galaxies_per_box']:.0f} | {r(u)} | {r(lin)} | {e(u)} | {e(lin)} | {shift} |"
+        )
+
+
+def plot(results: dict, train_hod: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hods = [float(h) for h in results]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for label, style in (("unet", "o-"), ("linear", "s--")):
+        axes[0].plot(hods, [1 - results[f"{h:g}"][label]["0.5"]["r"] for h in hods], style, label=label)
+        axes[1].plot(hods, [results[f"{h:g}"][label]["0.5"]["error_power"] for h in hods], style, label=label)
+    for ax, name in zip(axes, ("1 - r(k = 0.5)", "P_err / P_true (k = 0.5)"), strict=True):
+        ax.axvline(train_hod, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("log10 M_min [Msun/h] of the test galaxies")
+        ax.set_ylabel(name)
+        ax.set_yscale("log")
+    axes[0].legend()
+    fig.suptitle(f"velocity from galaxies, trained at log M_min = {train_hod:g}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--hods", default="13.0,13.3,13.6", help="log M_min of the test HODs")
+    parser.add_argument("--train-hod", type=float, default=13.3)
+    parser.add_argument("--epochs", type=int, default=6)
+    args = parser.parse_args(argv)
+    hods = sorted({float(h) for h in args.hods.split(",")} | {args.train_hod})
+    out = REPO_ROOT / "bench" / "results" / f"robustness_{time.strftime('%Y%m%d-%H%M%S')}"
+    start = time.perf_counter()
+    for hod in hods:
+        build_store(hod, out / f"store_{hod:g}")
+    stores = (time.perf_counter() - start) / 60
+    train_dir = out / f"train_{args.train_hod:g}"
+    train_seed(train_dir, [*hod_overrides(args.train_hod), *cpu_overrides(args.epochs)])
+    ckpt = best_checkpoint(train_dir)
+    results = {}
+    for hod in hods:
+        metrics = evaluate_on(ckpt, hod, out / f"eval_{hod:g}")
+        results[f"{hod:g}"] = {
+            "galaxies_per_box": galaxies_per_box(hod),
+            "unet": row(metrics, "unet"),
+            "linear": row(metrics, "linear"),
+        }
+    minutes = (time.perf_counter() - start) / 60
+    (out / "results.json").write_text(
+        json.dumps({"command": ["bench/bench_robustness.py", *argv], "results": results}, indent=1)
+    )
+    print(
+        f"\nrobustness to the HOD: trained at log M_min = {args.train_hod:g}, {args.epochs} epochs, tested on the "
+        f"2 test boxes of each store; stores {stores:.1f} min, total {minutes:.1f} min"
+    )
+    print_table(results, args.train_hod)
+    plot(results, args.train_hod, out / "error_vs_hod.png")
+    print(f"\nruns, results.json and error_vs_hod.png: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
