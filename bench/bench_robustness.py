@@ -12,7 +12,13 @@ results.json and error_vs_hod.png (1 - r and the error power at k = 0.5 against 
 
 Run: .venv/bin/python bench/bench_robustness.py [--hods 13.0,13.3,13.6] [--train-hod 13.3] [--epochs 6]
      (~1 min per store on 2 cores, ~2 min of training, seconds per evaluation)
-The other experiment of issue 19 (robustness_zerr: cones without and with redshift errors) is not here yet.
+
+robustness_zerr (``--zerr-runs <bench_lightcone results dir> --zerr-clean-store <its store> --zerr-store <store>
+--sigma-z 0.005``): the light-cone
+networks a bench_lightcone.py run trained (ViT, CNN; every seed) are evaluated on the test cones of their own store
+and of a store of the same boxes and cones whose tracers carry Gaussian redshift errors sigma_z (1 + z) (the mock
+config's lightcone.survey.sigma_z; same seeds, so the same haloes on the same cones). The table: R^2 per parameter
+without and with errors, mean ± std over the seeds, and the shift.
 """
 
 from __future__ import annotations
@@ -66,8 +72,8 @@ def compose_and_train(run_dir: Path, overrides: list[str]) -> None:
     train(cfg)
 
 
-def evaluate_on(ckpt: Path, hod: float, out_dir: Path) -> dict:
-    """The checkpoint on the test boxes of the store of ``hod``; that run's metrics.json."""
+def evaluate_on(ckpt: Path, store: str, out_dir: Path) -> dict:
+    """The checkpoint on the test boxes of ``store`` (eval's data_overrides.store); that run's metrics.json."""
     from hydra import compose, initialize_config_dir
 
     from lss_lightning.config import CONF_DIR
@@ -78,7 +84,7 @@ def evaluate_on(ckpt: Path, hod: float, out_dir: Path) -> dict:
             config_name="eval",
             overrides=[
                 f"ckpt_path={ckpt}",
-                f"data_overrides.store={store_path(hod)}",
+                f"data_overrides.store={store}",
                 f"paths.output_dir={out_dir}",
             ],
         )
@@ -151,6 +157,46 @@ def plot(results: dict, train_hod: float, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+ZERR_PARAMETERS = ("Omega_m", "w0", "n_s")
+
+
+def zerr_table(runs_dir: Path, clean: str, shifted: str, sigma_z: float, out: Path) -> dict:
+    """robustness_zerr: each light-cone checkpoint of a bench_lightcone.py run (<runs>/<model>/seed<k>) on the test
+    cones of the store it was trained on (``clean``) and of the same boxes' cones with redshift errors."""
+    results: dict = {}
+    cases = (("no errors", clean), (f"sigma_z = {sigma_z:g}", shifted))
+    for model_dir in sorted(d for d in runs_dir.iterdir() if d.is_dir() and d.name in ("vit", "cnn")):
+        for seed_dir in sorted(model_dir.glob("seed*")):
+            ckpt = best_checkpoint(seed_dir)
+            for case, store in cases:
+                metrics = evaluate_on(
+                    ckpt, store, out / f"{model_dir.name}_{seed_dir.name}_{case.split()[0]}"
+                )
+                for p in ZERR_PARAMETERS:
+                    by_case = results.setdefault(model_dir.name, {}).setdefault(p, {})
+                    by_case.setdefault(case, []).append(metrics["summary"][p]["r2"])
+    print_zerr(results, runs_dir, sigma_z)
+    return results
+
+
+def print_zerr(results: dict, runs_dir: Path, sigma_z: float) -> None:
+    from statistics import mean, stdev
+
+    def spread(values: list[float]) -> str:
+        return f"{mean(values):.3f} ± {stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+    print(
+        f"\nrobustness to redshift errors: the light-cone networks of {runs_dir} (trained without errors), R^2 on "
+        f"the test cones of the same boxes without and with Gaussian errors sigma_z (1 + z), sigma_z = {sigma_z:g}"
+    )
+    print("| model | parameter | R^2 no errors | R^2 with errors | shift |\n|---|---|---|---|---|")
+    for model, by_parameter in results.items():
+        for p, cases in by_parameter.items():
+            clean, shifted = cases["no errors"], cases[f"sigma_z = {sigma_z:g}"]
+            delta = [b - a for a, b in zip(clean, shifted, strict=True)]
+            print(f"| {model} | {p} | {spread(clean)} | {spread(shifted)} | {spread(delta)} |")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -158,7 +204,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--hods", default="13.0,13.3,13.6", help="log M_min of the test HODs")
     parser.add_argument("--train-hod", type=float, default=13.3)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument(
+        "--zerr-runs", type=Path, help="a bench_lightcone.py results directory: robustness_zerr"
+    )
+    parser.add_argument("--zerr-clean-store", help="the store those light-cone networks were trained on")
+    parser.add_argument(
+        "--zerr-store", help="the same boxes' cones with redshift errors (lightcone.survey.sigma_z)"
+    )
+    parser.add_argument("--sigma-z", type=float, default=0.005)
     args = parser.parse_args(argv)
+    if args.zerr_runs:
+        out = REPO_ROOT / "bench" / "results" / f"robustness_zerr_{time.strftime('%Y%m%d-%H%M%S')}"
+        results = zerr_table(args.zerr_runs, args.zerr_clean_store, args.zerr_store, args.sigma_z, out)
+        record = {"command": ["bench/bench_robustness.py", *argv], "results": results}
+        (out / "results.json").write_text(json.dumps(record, indent=1))
+        return 0
     hods = sorted({float(h) for h in args.hods.split(",")} | {args.train_hod})
     out = REPO_ROOT / "bench" / "results" / f"robustness_{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.perf_counter()
@@ -170,7 +230,7 @@ def main(argv: list[str]) -> int:
     ckpt = best_checkpoint(train_dir)
     results = {}
     for hod in hods:
-        metrics = evaluate_on(ckpt, hod, out / f"eval_{hod:g}")
+        metrics = evaluate_on(ckpt, store_path(hod), out / f"eval_{hod:g}")
         results[f"{hod:g}"] = {
             "galaxies_per_box": galaxies_per_box(hod),
             "unet": row(metrics, "unet"),

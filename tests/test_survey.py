@@ -297,3 +297,26 @@ def test_survey_cones_in_the_store_record_their_settings_and_refuse_to_mix(tmp_p
     other = tiny_mock(tmp_path / "survey", **MOCK, lightcone={**cone, "survey": {**survey, "sigma_z": 0.004}})
     with pytest.raises(StoreError, match="different generator"):
         generate_store(other, progress=False)
+
+
+def test_robustness_zerr_trains_on_the_error_free_cones_and_names_the_shifted_store():
+    """experiment=robustness_zerr is the light-cone ViT on the error-free preset, and the shifted store of its
+    header composes: a survey block with sigma_z on the same lightcone settings (the same boxes and cones)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.mocks.config import MockConfig
+
+    shifted = ["+data.generate.lightcone.survey.sigma_z=0.005", "data.store=/tmp/zerr"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        clean = compose(config_name="train", overrides=["experiment=robustness_zerr"])
+        errors = compose(config_name="train", overrides=["experiment=robustness_zerr", *shifted])
+    assert clean.experiment_name == "robustness_zerr" and "survey" not in clean.data.generate.lightcone
+    cone = dict(errors.data.generate.lightcone)
+    assert cone.pop("survey") == {"sigma_z": 0.005} and cone == dict(clean.data.generate.lightcone)
+    generate = OmegaConf.to_container(errors.data.generate, resolve=True)
+    built = MockConfig.from_mapping(
+        {**generate, "store": "/tmp/zerr"}
+    )  # valid, checked as the generator checks
+    assert built.lightcone_settings.survey.sigma_z == 0.005
