@@ -117,21 +117,37 @@ def row(metrics: dict, label: str) -> dict:
     return {k: {"r": vector[k]["r"], "error_power": vector[k]["error_power"]} for k in K_REPORT}
 
 
+def _spread(values: list[float], digits: int = 3) -> str:
+    from statistics import mean, stdev
+
+    return (
+        f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
+        if len(values) > 1
+        else f"{values[0]:.{digits}f}"
+    )
+
+
 def print_table(results: dict, train_hod: float) -> None:
+    """Per HOD: the U-net's r(k) and error power (mean over seeds), its r(0.5) and its shifts against the same
+    seed's in-distribution numbers (mean ± std over seeds), and linear theory from the same galaxies."""
     base = results[f"{train_hod:g}"]["unet"]
     print(
-        "\n| log M_min | galaxies per box | r(k) U-net, k = 0.1 / 0.3 / 0.5 / 1 | r(k) linear | P_err/P_true U-net "
-        "| P_err/P_true linear | U-net shift: delta r(0.5), error power(0.5) / in-distribution |"
+        "\n| log M_min | galaxies per box | r(k) U-net, k = 0.1 / 0.3 / 0.5 / 1 (mean) | r(k) linear | P_err/P_true "
+        "U-net (mean) | r(0.5) U-net | delta r(0.5) | error power(0.5) / in-distribution |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for hod, res in results.items():
-        u, lin = res["unet"], res["linear"]
-        r = lambda d: " / ".join(f"{d[k]['r']:.3f}" for k in K_REPORT)  # noqa: E731
-        e = lambda d: " / ".join(f"{d[k]['error_power']:.3f}" for k in K_REPORT)  # noqa: E731
-        shift = f"{u['0.5']['r'] - base['0.5']['r']:+.3f}, x{u['0.5']['error_power'] / base['0.5']['error_power']:.2f}"
+        seeds, lin = res["unet"], res["linear"]
+        mean_r = " / ".join(f"{sum(s[k]['r'] for s in seeds) / len(seeds):.3f}" for k in K_REPORT)
+        mean_e = " / ".join(f"{sum(s[k]['error_power'] for s in seeds) / len(seeds):.3f}" for k in K_REPORT)
+        r05 = [s["0.5"]["r"] for s in seeds]
+        delta = [s["0.5"]["r"] - b["0.5"]["r"] for s, b in zip(seeds, base, strict=True)]
+        ratio = [s["0.5"]["error_power"] / b["0.5"]["error_power"] for s, b in zip(seeds, base, strict=True)]
+        lin_r = " / ".join(f"{lin[k]['r']:.3f}" for k in K_REPORT)
         mark = " (train)" if hod == f"{train_hod:g}" else ""
         print(
-            f"| {hod}{mark} | {res['galaxies_per_box']:.0f} | {r(u)} | {r(lin)} | {e(u)} | {e(lin)} | {shift} |"
+            f"| {hod}{mark} | {res['galaxies_per_box']:.0f} | {mean_r} | {lin_r} | {mean_e} | {_spread(r05)} | "
+            f"{_spread(delta)} | {_spread(ratio, 2)} |"
         )
 
 
@@ -140,12 +156,23 @@ def plot(results: dict, train_hod: float, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     hods = [float(h) for h in results]
+
+    def curve(label: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = [results[f"{h:g}"][label] for h in hods]
+        values = [[r["0.5"][key] for r in (row if isinstance(row, list) else [row])] for row in rows]
+        values = [[1 - v for v in vs] if key == "r" else vs for vs in values]
+        return np.array([np.mean(v) for v in values]), np.array(
+            [np.std(v, ddof=1) if len(v) > 1 else 0 for v in values]
+        )
+
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for label, style in (("unet", "o-"), ("linear", "s--")):
-        axes[0].plot(hods, [1 - results[f"{h:g}"][label]["0.5"]["r"] for h in hods], style, label=label)
-        axes[1].plot(hods, [results[f"{h:g}"][label]["0.5"]["error_power"] for h in hods], style, label=label)
+        for ax, key in zip(axes, ("r", "error_power"), strict=True):
+            mean, std = curve(label, key)
+            ax.errorbar(hods, mean, yerr=std, fmt=style, capsize=3, label=label)
     for ax, name in zip(axes, ("1 - r(k = 0.5)", "P_err / P_true (k = 0.5)"), strict=True):
         ax.axvline(train_hod, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("log10 M_min [Msun/h] of the test galaxies")
@@ -204,6 +231,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--hods", default="13.0,13.3,13.6", help="log M_min of the test HODs")
     parser.add_argument("--train-hod", type=float, default=13.3)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds (mean ± std over them)")
+    parser.add_argument("--seed-base", type=int, default=12345)
     parser.add_argument(
         "--zerr-runs", type=Path, help="a bench_lightcone.py results directory: robustness_zerr"
     )
@@ -225,24 +254,22 @@ def main(argv: list[str]) -> int:
     for hod in hods:
         build_store(hod, out / f"store_{hod:g}")
     stores = (time.perf_counter() - start) / 60
-    train_dir = out / f"train_{args.train_hod:g}"
-    train_seed(train_dir, [*hod_overrides(args.train_hod), *cpu_overrides(args.epochs)])
-    ckpt = best_checkpoint(train_dir)
-    results = {}
-    for hod in hods:
-        metrics = evaluate_on(ckpt, store_path(hod), out / f"eval_{hod:g}")
-        results[f"{hod:g}"] = {
-            "galaxies_per_box": galaxies_per_box(hod),
-            "unet": row(metrics, "unet"),
-            "linear": row(metrics, "linear"),
-        }
+    results = {f"{hod:g}": {"galaxies_per_box": galaxies_per_box(hod), "unet": []} for hod in hods}
+    for seed in range(args.seed_base, args.seed_base + args.seeds):
+        train_dir = out / f"train_{args.train_hod:g}_seed{seed}"
+        train_seed(train_dir, [*hod_overrides(args.train_hod), *cpu_overrides(args.epochs), f"seed={seed}"])
+        ckpt = best_checkpoint(train_dir)
+        for hod in hods:
+            metrics = evaluate_on(ckpt, store_path(hod), out / f"eval_{hod:g}_seed{seed}")
+            results[f"{hod:g}"]["unet"].append(row(metrics, "unet"))
+            results[f"{hod:g}"]["linear"] = row(metrics, "linear")  # the same for every seed
     minutes = (time.perf_counter() - start) / 60
     (out / "results.json").write_text(
         json.dumps({"command": ["bench/bench_robustness.py", *argv], "results": results}, indent=1)
     )
     print(
-        f"\nrobustness to the HOD: trained at log M_min = {args.train_hod:g}, {args.epochs} epochs, tested on the "
-        f"2 test boxes of each store; stores {stores:.1f} min, total {minutes:.1f} min"
+        f"\nrobustness to the HOD: trained at log M_min = {args.train_hod:g}, {args.epochs} epochs, {args.seeds} seeds, "
+        f"tested on the 2 test boxes of each store; stores {stores:.1f} min, total {minutes:.1f} min"
     )
     print_table(results, args.train_hod)
     plot(results, args.train_hod, out / "error_vs_hod.png")
