@@ -212,14 +212,13 @@ class CompiledCICStencil:
         if weights is not None and len(weights) != len(self):
             raise ValueError(f"weights must have one row per particle ({len(self)}), got {len(weights)}")
         pos, n = self.positions.numpy(), self.n
-        dtype = pos.dtype
         if weights is None:  # np.zeros: calloc'd pages, zeroed as the kernel first touches them
-            out = np.zeros(n**3, dtype=dtype)
-            compiled.paint_unit(pos, self._inv_cell(), n, out)
-            return torch.from_numpy(out).view(n, n, n)
+            out = torch.from_numpy(np.zeros((n, n, n), dtype=pos.dtype))
+            self.paint_into(out)
+            return out
         w = weights.detach().to(self.positions.dtype).reshape(len(self), -1).contiguous()
-        out = np.zeros((w.shape[1], n**3), dtype=dtype)
-        compiled.paint_weighted(pos, self._inv_cell(), n, w.numpy(), out)
+        out = np.zeros((w.shape[1], n**3), dtype=pos.dtype)
+        compiled.paint_weighted(pos, self._inv_cell(pos.dtype), n, w.numpy(), out)
         out = torch.from_numpy(out).view(-1, n, n, n)
         return out if weights.ndim == 2 else out[0]
 
@@ -245,7 +244,7 @@ class CompiledCICStencil:
         grid, positions = self._operands(field)
         out = torch.from_numpy(np.empty(len(self), dtype=grid.dtype))
         compiled.readout_scalar(
-            grid.reshape(-1), positions, positions.dtype.type(self.n / self.box_size), self.n, out.numpy()
+            grid.reshape(-1), positions, self._inv_cell(positions.dtype), self.n, out.numpy()
         )
         return out
 
@@ -261,7 +260,7 @@ class CompiledCICStencil:
         compiled.readout(
             grid.reshape(self.n**3, -1),
             positions,
-            positions.dtype.type(self.n / self.box_size),
+            self._inv_cell(positions.dtype),
             self.n,
             out.numpy(),
         )
@@ -276,9 +275,10 @@ class CompiledCICStencil:
         use_torch_threads()
         return field.detach().to(dtype).contiguous().numpy(), self.positions.to(dtype).numpy()
 
-    def _inv_cell(self):
-        """N / L (1 / (Mpc/h)) as a numpy scalar of the positions' dtype: the kernels' maths run in it."""
-        return self.positions.numpy().dtype.type(self.n / self.box_size)
+    def _inv_cell(self, dtype: np.dtype | None = None):
+        """N / L (1 / (Mpc/h)) as a numpy scalar of ``dtype`` (default the positions'): the kernels' maths run
+        in it."""
+        return (self.positions.numpy().dtype if dtype is None else dtype).type(self.n / self.box_size)
 
 
 def compiled_cic_available(*tensors: torch.Tensor | None) -> bool:

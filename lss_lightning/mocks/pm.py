@@ -141,9 +141,13 @@ class ForceMesh:
     def potential_k(self, positions: torch.Tensor | Stencil) -> torch.Tensor:
         """phi_k (rfft) of the particles' CIC density contrast (particles as positions or their stencil)."""
         stencil = self.stencil(positions)
-        count = stencil.paint()
-        count *= self.n**3 / len(stencil)  # 1 + delta; the mean only sets the k = 0 mode, which is dropped
-        phi_k = torch.fft.rfftn(count)
+        return self._potential_of_counts(stencil.paint(), len(stencil))
+
+    def _potential_of_counts(self, count: torch.Tensor, particles: int, out: torch.Tensor | None = None):
+        """phi_k from the CIC counts of ``particles`` particles (scaled in place to 1 + delta; the mean only sets
+        the k = 0 mode, which is dropped), into ``out`` if given."""
+        count *= self.n**3 / particles
+        phi_k = torch.fft.rfftn(count, out=out)
         del count
         torch.view_as_real(phi_k).mul_(self.green.unsqueeze(-1))  # in place, real x complex: no complex copy
         return phi_k
@@ -161,9 +165,7 @@ class ForceMesh:
         meshes = self._cpu_meshes(stencil.positions.dtype)
         count = meshes["count"].zero_()
         stencil.paint_into(count)
-        count *= self.n**3 / len(stencil)  # 1 + delta; the mean only sets the k = 0 mode, which is dropped
-        phi_k = torch.fft.rfftn(count, out=meshes["phi_k"])
-        torch.view_as_real(phi_k).mul_(self.green.unsqueeze(-1))
+        phi_k = self._potential_of_counts(count, len(stencil), out=meshes["phi_k"])
         return self._forces_real_space(phi_k, stencil, meshes)
 
     def _cpu_meshes(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
