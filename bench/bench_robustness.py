@@ -1,24 +1,33 @@
-"""Robustness to the galaxy model: the hybrid U-net of experiment=robustness_hod trained on the galaxies of one HOD
-(log M_min = 13.3) and evaluated on the same boxes populated with other HODs, beside linear theory from the
-same galaxies.
+"""Robustness of the networks to the galaxy model and to redshift errors (issue 19): each network is trained on
+one store and evaluated on stores of the same boxes under a shifted galaxy model or survey, beside its own
+in-distribution numbers and (velocity) linear theory from the same galaxies.
 
-For each log M_min of --hods the script builds a store of the default mock boxes (the same 16 seeds, so the dark
-matter and the haloes are identical; only the galaxies differ) with the HOD's galaxies, trains once on the
-training HOD's store, and evaluates that checkpoint on the test boxes of every store (eval's
-data_overrides.store). The table gives, per HOD: galaxies per box, r(k) and the error power P_err/P_true of the
-U-net and of linear theory (its r(k) does not depend on the bias; evaluation.linear_bias stays 1), and the
-shift of the U-net's numbers against the in-distribution row; bench/results/robustness_<time>/ holds the runs,
-results.json and error_vs_hod.png (1 - r and the error power at k = 0.5 against log M_min).
+Shifts (--shift, each a store parameter varied over --values, the network trained at --train-value):
+- ``hod`` (experiment=robustness_hod): the hybrid U-net on real-space galaxies -> matter velocity, trained at
+  log M_min = 13.3, tested at 13.0 / 13.3 / 13.6;
+- ``zerr`` (experiment=robustness_zerr_velocity): the hybrid U-net on redshift-space galaxies, trained without
+  redshift errors, tested with Gaussian errors sigma_z (1 + z) = 0.001 / 0.002 / 0.005 (data.generate.
+  redshift_errors: a line-of-sight shift of c sigma_z N / (aH), 3 Mpc/h per 0.001);
+- ``hod_params`` (experiment=robustness_hod_params): the 3D CNN on redshift-space galaxies of a Latin
+  hypercube of cosmologies -> Omega_m, sigma_8, trained at log M_min = 13.3, tested at 13.0 / 13.3 / 13.6.
+Every store holds the same boxes (same seeds: the dark matter and the haloes are identical; only the galaxies
+or their redshifts differ). The velocity table gives, per test value, r(k) and the error power P_err/P_true of
+the U-net and of linear theory (its r(k) does not depend on the bias), the U-net's amplitude T(k) and the shifts
+of r, error power and T against the same seed's in-distribution numbers; the parameter table gives R^2, bias
+(mean of estimate - truth) and RMSE per parameter and their shifts. bench/results/robustness_<shift>_<time>/
+holds the runs, results.json and error_vs_<shift>.png (the errors against the shifted parameter).
 
-Run: .venv/bin/python bench/bench_robustness.py [--hods 13.0,13.3,13.6] [--train-hod 13.3] [--epochs 6]
-     (~1 min per store on 2 cores, ~2 min of training, seconds per evaluation)
+Run: .venv/bin/python bench/bench_robustness.py [--shift hod|zerr|hod_params] [--values ...] [--train-value v]
+     [--epochs n] [--seeds 3]
+     (hod, zerr: ~1 min per store on 2 cores, ~2 min of training per seed, seconds per evaluation;
+      hod_params: ~3 min per store of 128 boxes, ~1 min of training per seed)
 
-robustness_zerr (``--zerr-runs <bench_lightcone results dir> --zerr-clean-store <its store> --zerr-store <store>
---sigma-z 0.005``): the light-cone
-networks a bench_lightcone.py run trained (ViT, CNN; every seed) are evaluated on the test cones of their own store
-and of a store of the same boxes and cones whose tracers carry Gaussian redshift errors sigma_z (1 + z) (the mock
-config's lightcone.survey.sigma_z; same seeds, so the same haloes on the same cones). The table: R^2 per parameter
-without and with errors, mean ± std over the seeds, and the shift.
+robustness_zerr for the light-cone networks (``--zerr-runs <bench_lightcone results dir> --zerr-clean-store <its
+store> --zerr-store <store> --sigma-z 0.005``): the networks a bench_lightcone.py run trained (ViT, CNN; every
+seed) are evaluated on the test cones of their own store and of a store of the same boxes and cones whose tracers
+carry Gaussian redshift errors sigma_z (1 + z) (the mock config's lightcone.survey.sigma_z; same seeds, so the
+same haloes on the same cones). The table: R^2 per parameter without and with errors, mean ± std over the seeds,
+and the shift.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import mean, stdev
 
 from _harness import train_seed
 
@@ -35,16 +46,44 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 K_REPORT = ("0.1", "0.3", "0.5", "1")
 
 
-def store_path(hod: float) -> str:
-    return f"${{paths.data_dir}}/mocks/robustness_hod_{hod:g}"
+@dataclass(frozen=True)
+class Shift:
+    """One robustness experiment: the store parameter it shifts and the network it tests."""
+
+    experiment: str
+    override: str  # the data.generate key the value sets
+    store_prefix: str  # stores data/mocks/<prefix>_<value>
+    task: str  # velocity | parameters
+    label: str  # the plot's x axis
+    values: str  # default test values
+    train_value: float
+    epochs: int
+
+    def store(self, value: float) -> str:
+        return f"${{paths.data_dir}}/mocks/{self.store_prefix}_{value:g}"
+
+    def overrides(self, value: float) -> list[str]:
+        return [
+            f"experiment={self.experiment}",
+            f"data.store={self.store(value)}",
+            f"{self.override}={value}",
+        ]
 
 
-def hod_overrides(hod: float) -> list[str]:
-    return [
-        "experiment=robustness_hod",
-        f"data.store={store_path(hod)}",
-        f"data.generate.hod.log_M_min={hod}",
-    ]
+SHIFTS = {
+    "hod": Shift(
+        "robustness_hod", "data.generate.hod.log_M_min", "robustness_hod", "velocity",
+        "log10 M_min [Msun/h] of the test galaxies", "13.0,13.3,13.6", 13.3, 6,
+    ),
+    "zerr": Shift(
+        "robustness_zerr_velocity", "data.generate.redshift_errors.sigma_z", "robustness_zerr", "velocity",
+        "sigma_z of the test galaxies' redshifts", "0,0.001,0.002,0.005", 0.0, 6,
+    ),
+    "hod_params": Shift(
+        "robustness_hod_params", "data.generate.hod.log_M_min", "robustness_hod_params", "parameters",
+        "log10 M_min [Msun/h] of the test galaxies", "13.0,13.3,13.6", 13.3, 60,
+    ),
+}  # fmt: skip
 
 
 def cpu_overrides(epochs: int) -> list[str]:
@@ -56,9 +95,9 @@ def cpu_overrides(epochs: int) -> list[str]:
     ]
 
 
-def build_store(hod: float, run_dir: Path) -> None:
-    """The store of one HOD (train=false evaluate=false: only the store is built, if absent)."""
-    compose_and_train(run_dir, [*hod_overrides(hod), "train=false", "evaluate=false"])
+def build_store(shift: Shift, value: float, run_dir: Path) -> None:
+    """The store of one value (train=false evaluate=false: only the store is built, if absent)."""
+    compose_and_train(run_dir, [*shift.overrides(value), "train=false", "evaluate=false"])
 
 
 def compose_and_train(run_dir: Path, overrides: list[str]) -> None:
@@ -100,26 +139,29 @@ def best_checkpoint(run_dir: Path) -> Path:
     return found[0]
 
 
-def galaxies_per_box(hod: float) -> float:
+def galaxies_per_box(shift: Shift, value: float) -> float:
     from hydra import compose, initialize_config_dir
 
     from lss_lightning.config import CONF_DIR
     from lss_lightning.store.reader import FieldStore
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=hod_overrides(hod))
+        cfg = compose(config_name="train", overrides=shift.overrides(value))
     store = FieldStore(cfg.data.store)
     return sum(len(store.read_galaxies(s)) for s in store.simulation_ids) / len(store.simulation_ids)
 
 
-def row(metrics: dict, label: str) -> dict:
+def velocity_row(metrics: dict, label: str) -> dict:
     vector = metrics["summary"][label]["vector"]
-    return {k: {"r": vector[k]["r"], "error_power": vector[k]["error_power"]} for k in K_REPORT}
+    return {k: {q: vector[k][q] for q in ("r", "error_power", "T")} for k in K_REPORT}
+
+
+def parameter_row(metrics: dict) -> dict:
+    names = metrics.get("targets") or [p for p in metrics["summary"] if "r2" in metrics["summary"][p]]
+    return {p: {q: metrics["summary"][p][q] for q in ("r2", "bias", "rmse")} for p in names}
 
 
 def _spread(values: list[float], digits: int = 3) -> str:
-    from statistics import mean, stdev
-
     return (
         f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
         if len(values) > 1
@@ -127,59 +169,110 @@ def _spread(values: list[float], digits: int = 3) -> str:
     )
 
 
-def print_table(results: dict, train_hod: float) -> None:
-    """Per HOD: the U-net's r(k) and error power (mean over seeds), its r(0.5) and its shifts against the same
-    seed's in-distribution numbers (mean ± std over seeds), and linear theory from the same galaxies."""
-    base = results[f"{train_hod:g}"]["unet"]
+def print_velocity_table(results: dict, shift: Shift) -> None:
+    """Per value: the U-net's r(k) and error power (mean over seeds), its r(0.5) and its shifts against the same
+    seed's in-distribution numbers (mean ± std over seeds), T(0.1), and linear theory from the same galaxies."""
+    base = results[f"{shift.train_value:g}"]["unet"]
+    name = shift.override.rsplit(".", 1)[1]
     print(
-        "\n| log M_min | galaxies per box | r(k) U-net, k = 0.1 / 0.3 / 0.5 / 1 (mean) | r(k) linear | P_err/P_true "
-        "U-net (mean) | r(0.5) U-net | delta r(0.5) | error power(0.5) / in-distribution |"
+        f"\n| {name} | galaxies per box | r(k) U-net, k = 0.1 / 0.3 / 0.5 / 1 (mean) | r(k) linear | P_err/P_true "
+        "U-net (mean) | r(0.5) U-net | delta r(0.5) | error power(0.5) / in-distribution | T(0.1) U-net | "
+        "delta T(0.1) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for hod, res in results.items():
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for value, res in results.items():
         seeds, lin = res["unet"], res["linear"]
-        mean_r = " / ".join(f"{sum(s[k]['r'] for s in seeds) / len(seeds):.3f}" for k in K_REPORT)
-        mean_e = " / ".join(f"{sum(s[k]['error_power'] for s in seeds) / len(seeds):.3f}" for k in K_REPORT)
+        mean_r = " / ".join(f"{mean(s[k]['r'] for s in seeds):.3f}" for k in K_REPORT)
+        mean_e = " / ".join(f"{mean(s[k]['error_power'] for s in seeds):.3f}" for k in K_REPORT)
         r05 = [s["0.5"]["r"] for s in seeds]
         delta = [s["0.5"]["r"] - b["0.5"]["r"] for s, b in zip(seeds, base, strict=True)]
         ratio = [s["0.5"]["error_power"] / b["0.5"]["error_power"] for s, b in zip(seeds, base, strict=True)]
+        t01 = [s["0.1"]["T"] for s in seeds]
+        dt01 = [s["0.1"]["T"] - b["0.1"]["T"] for s, b in zip(seeds, base, strict=True)]
         lin_r = " / ".join(f"{lin[k]['r']:.3f}" for k in K_REPORT)
-        mark = " (train)" if hod == f"{train_hod:g}" else ""
+        mark = " (train)" if value == f"{shift.train_value:g}" else ""
         print(
-            f"| {hod}{mark} | {res['galaxies_per_box']:.0f} | {mean_r} | {lin_r} | {mean_e} | {_spread(r05)} | "
-            f"{_spread(delta)} | {_spread(ratio, 2)} |"
+            f"| {value}{mark} | {res['galaxies_per_box']:.0f} | {mean_r} | {lin_r} | {mean_e} | {_spread(r05)} | "
+            f"{_spread(delta)} | {_spread(ratio, 2)} | {_spread(t01)} | {_spread(dt01)} |"
         )
 
 
-def plot(results: dict, train_hod: float, path: Path) -> None:
+def print_parameter_table(results: dict, shift: Shift) -> None:
+    """Per value and parameter: R^2, bias and RMSE (mean ± std over seeds) and the shifts of bias and RMSE
+    against the same seed's in-distribution numbers."""
+    base = results[f"{shift.train_value:g}"]["net"]
+    name = shift.override.rsplit(".", 1)[1]
+    print(
+        f"\n| {name} | galaxies per box | parameter | R^2 | bias | RMSE | delta bias | RMSE / in-distribution |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for value, res in results.items():
+        seeds = res["net"]
+        mark = " (train)" if value == f"{shift.train_value:g}" else ""
+        for p in seeds[0]:
+            r2 = [s[p]["r2"] for s in seeds]
+            bias = [s[p]["bias"] for s in seeds]
+            rmse = [s[p]["rmse"] for s in seeds]
+            dbias = [s[p]["bias"] - b[p]["bias"] for s, b in zip(seeds, base, strict=True)]
+            ratio = [s[p]["rmse"] / b[p]["rmse"] for s, b in zip(seeds, base, strict=True)]
+            print(
+                f"| {value}{mark} | {res['galaxies_per_box']:.0f} | {p} | {_spread(r2)} | {_spread(bias, 4)} | "
+                f"{_spread(rmse, 4)} | {_spread(dbias, 4)} | {_spread(ratio, 2)} |"
+            )
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return mean(values), (stdev(values) if len(values) > 1 else 0.0)
+
+
+def plot_velocity(results: dict, shift: Shift, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    hods = [float(h) for h in results]
-
-    def curve(label: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = [results[f"{h:g}"][label] for h in hods]
-        values = [[r["0.5"][key] for r in (row if isinstance(row, list) else [row])] for row in rows]
-        values = [[1 - v for v in vs] if key == "r" else vs for vs in values]
-        return np.array([np.mean(v) for v in values]), np.array(
-            [np.std(v, ddof=1) if len(v) > 1 else 0 for v in values]
-        )
-
+    xs = [float(v) for v in results]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for label, style in (("unet", "o-"), ("linear", "s--")):
         for ax, key in zip(axes, ("r", "error_power"), strict=True):
-            mean, std = curve(label, key)
-            ax.errorbar(hods, mean, yerr=std, fmt=style, capsize=3, label=label)
+            rows = [results[v][label] for v in results]
+            values = [[r["0.5"][key] for r in (row if isinstance(row, list) else [row])] for row in rows]
+            values = [[1 - x for x in vs] if key == "r" else vs for vs in values]
+            stats = [_mean_std(v) for v in values]
+            ax.errorbar(
+                xs, [m for m, _ in stats], yerr=[s for _, s in stats], fmt=style, capsize=3, label=label
+            )
     for ax, name in zip(axes, ("1 - r(k = 0.5)", "P_err / P_true (k = 0.5)"), strict=True):
-        ax.axvline(train_hod, color="grey", lw=0.8, ls=":")
-        ax.set_xlabel("log10 M_min [Msun/h] of the test galaxies")
+        ax.axvline(shift.train_value, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel(shift.label)
         ax.set_ylabel(name)
         ax.set_yscale("log")
     axes[0].legend()
-    fig.suptitle(f"velocity from galaxies, trained at log M_min = {train_hod:g}")
+    fig.suptitle(f"{shift.experiment}: velocity from galaxies, trained at {shift.train_value:g} (dotted)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_parameters(results: dict, shift: Shift, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [float(v) for v in results]
+    names = list(next(iter(results.values()))["net"][0])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for p in names:
+        for ax, key in zip(axes, ("bias", "rmse"), strict=True):
+            stats = [_mean_std([s[p][key] for s in results[v]["net"]]) for v in results]
+            ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], fmt="o-", capsize=3, label=p)
+    for ax, name in zip(axes, ("bias (estimate - truth)", "RMSE"), strict=True):
+        ax.axvline(shift.train_value, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel(shift.label)
+        ax.set_ylabel(name)
+    axes[0].axhline(0, color="k", lw=0.6)
+    axes[0].legend()
+    fig.suptitle(f"{shift.experiment}: parameters from galaxies, trained at {shift.train_value:g} (dotted)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -224,13 +317,60 @@ def print_zerr(results: dict, runs_dir: Path, sigma_z: float) -> None:
             print(f"| {model} | {p} | {spread(clean)} | {spread(shifted)} | {spread(delta)} |")
 
 
+def run_shift(shift_name: str, values: str | None, train_value: float | None, epochs: int | None, seeds: int,
+              seed_base: int, argv: list[str]) -> None:  # fmt: skip
+    shift = SHIFTS[shift_name]
+    train_value = shift.train_value if train_value is None else train_value
+    shift = Shift(**{**vars(shift), "train_value": train_value})
+    epochs = epochs or shift.epochs
+    tests = sorted({float(v) for v in (values or shift.values).split(",")} | {train_value})
+    out = REPO_ROOT / "bench" / "results" / f"robustness_{shift_name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    start = time.perf_counter()
+    for value in tests:
+        build_store(shift, value, out / f"store_{value:g}")
+    stores = (time.perf_counter() - start) / 60
+    key = "unet" if shift.task == "velocity" else "net"
+    results = {f"{v:g}": {"galaxies_per_box": galaxies_per_box(shift, v), key: []} for v in tests}
+    for seed in range(seed_base, seed_base + seeds):
+        train_dir = out / f"train_{train_value:g}_seed{seed}"
+        train_seed(train_dir, [*shift.overrides(train_value), *cpu_overrides(epochs), f"seed={seed}"])
+        ckpt = best_checkpoint(train_dir)
+        for value in tests:
+            metrics = evaluate_on(ckpt, shift.store(value), out / f"eval_{value:g}_seed{seed}")
+            res = results[f"{value:g}"]
+            if shift.task == "velocity":
+                res["unet"].append(velocity_row(metrics, "unet"))
+                res["linear"] = velocity_row(metrics, "linear")  # the same for every seed
+            else:
+                res["net"].append(parameter_row(metrics))
+    minutes = (time.perf_counter() - start) / 60
+    (out / "results.json").write_text(
+        json.dumps({"command": ["bench/bench_robustness.py", *argv], "results": results}, indent=1)
+    )
+    print(
+        f"\n{shift.experiment}: trained at {shift.override} = {train_value:g}, {epochs} epochs, {seeds} seeds, "
+        f"tested on the test boxes of each store; stores {stores:.1f} min, total {minutes:.1f} min"
+    )
+    plot_path = out / f"error_vs_{shift_name}.png"
+    if shift.task == "velocity":
+        print_velocity_table(results, shift)
+        plot_velocity(results, shift, plot_path)
+    else:
+        print_parameter_table(results, shift)
+        plot_parameters(results, shift, plot_path)
+    print(f"\nruns, results.json and {plot_path.name}: {out}")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--hods", default="13.0,13.3,13.6", help="log M_min of the test HODs")
-    parser.add_argument("--train-hod", type=float, default=13.3)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--shift", choices=sorted(SHIFTS), default="hod")
+    parser.add_argument(
+        "--values", help="the test values of the shifted parameter (default: the shift's own)"
+    )
+    parser.add_argument("--train-value", type=float, help="the training value (default: the shift's own)")
+    parser.add_argument("--epochs", type=int, help="default: 6 for the U-nets, 60 for the CNN")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds (mean ± std over them)")
     parser.add_argument("--seed-base", type=int, default=12345)
     parser.add_argument(
@@ -248,32 +388,7 @@ def main(argv: list[str]) -> int:
         record = {"command": ["bench/bench_robustness.py", *argv], "results": results}
         (out / "results.json").write_text(json.dumps(record, indent=1))
         return 0
-    hods = sorted({float(h) for h in args.hods.split(",")} | {args.train_hod})
-    out = REPO_ROOT / "bench" / "results" / f"robustness_{time.strftime('%Y%m%d-%H%M%S')}"
-    start = time.perf_counter()
-    for hod in hods:
-        build_store(hod, out / f"store_{hod:g}")
-    stores = (time.perf_counter() - start) / 60
-    results = {f"{hod:g}": {"galaxies_per_box": galaxies_per_box(hod), "unet": []} for hod in hods}
-    for seed in range(args.seed_base, args.seed_base + args.seeds):
-        train_dir = out / f"train_{args.train_hod:g}_seed{seed}"
-        train_seed(train_dir, [*hod_overrides(args.train_hod), *cpu_overrides(args.epochs), f"seed={seed}"])
-        ckpt = best_checkpoint(train_dir)
-        for hod in hods:
-            metrics = evaluate_on(ckpt, store_path(hod), out / f"eval_{hod:g}_seed{seed}")
-            results[f"{hod:g}"]["unet"].append(row(metrics, "unet"))
-            results[f"{hod:g}"]["linear"] = row(metrics, "linear")  # the same for every seed
-    minutes = (time.perf_counter() - start) / 60
-    (out / "results.json").write_text(
-        json.dumps({"command": ["bench/bench_robustness.py", *argv], "results": results}, indent=1)
-    )
-    print(
-        f"\nrobustness to the HOD: trained at log M_min = {args.train_hod:g}, {args.epochs} epochs, {args.seeds} seeds, "
-        f"tested on the 2 test boxes of each store; stores {stores:.1f} min, total {minutes:.1f} min"
-    )
-    print_table(results, args.train_hod)
-    plot(results, args.train_hod, out / "error_vs_hod.png")
-    print(f"\nruns, results.json and error_vs_hod.png: {out}")
+    run_shift(args.shift, args.values, args.train_value, args.epochs, args.seeds, args.seed_base, argv)
     return 0
 
 

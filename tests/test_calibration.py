@@ -12,6 +12,7 @@ from lss_lightning.evaluate.calibration import (
     gaussian_samples,
     sample_coverage,
 )
+from lss_lightning.evaluate.parameters import parameter_metrics
 from lss_lightning.evaluate.posterior import FlowPosterior
 
 NAMES = ["Omega_m", "sigma_8"]
@@ -89,3 +90,12 @@ def test_flow_posterior_is_calibrated_on_a_toy_problem(one_thread):
     for entry in report["parameters"].values():
         assert entry["coverage_68"] == pytest.approx(0.68, abs=0.1)
         assert entry["coverage_95"] == pytest.approx(0.95, abs=0.05)
+
+
+def test_parameter_metrics_give_the_bias_rmse_and_r2_of_known_estimates():
+    truth = np.array([[0.2], [0.3], [0.4], [0.5]])
+    mean = truth + np.array([[0.02], [0.0], [0.02], [0.0]])  # biased by +0.01, rms 0.02 / sqrt 2
+    out = parameter_metrics(truth, mean, None, ["Omega_m"])["Omega_m"]
+    assert out["bias"] == pytest.approx(0.01)
+    assert out["rmse"] == pytest.approx(0.02 / np.sqrt(2))
+    assert out["r2"] == pytest.approx(1 - 0.0002 / np.var(truth))

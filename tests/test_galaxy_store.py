@@ -306,9 +306,9 @@ def test_hod_blocks_are_written_out_in_full():
     assert "hod" not in plan(plain, []).manifest()["generator"]  # stores made before hod still reconcile
 
 
-def test_robustness_hod_trains_on_one_hod_and_evaluates_on_another(tmp_path):
-    """experiment=robustness_hod on two tiny stores of the same boxes with other HODs: it trains on one and
-    eval's data_overrides.store evaluates the checkpoint on the other's test boxes (bench/bench_robustness.py)."""
+def _train_here_evaluate_there(experiment: str, train_store, test_store, tmp_path, small: list[str]) -> dict:
+    """experiment trained (one fast_dev_run batch) on train_store, its checkpoint evaluated on test_store's test
+    boxes with eval's data_overrides.store (what bench/bench_robustness.py does); eval's flat metrics."""
     import json
 
     from hydra import compose, initialize_config_dir
@@ -316,7 +316,50 @@ def test_robustness_hod_trains_on_one_hod_and_evaluates_on_another(tmp_path):
     from lss_lightning.config import CONF_DIR
     from lss_lightning.run import evaluate, train
 
-    fields = ["galaxies", "velocity_linear_galaxies", "velocity", "density"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                f"experiment={experiment}",
+                f"data.store={train_store.root}",
+                f"paths.output_dir={tmp_path / 'train'}",
+                "debug=fast_dev_run",
+                "~callbacks.progress_bar",
+                *small,
+            ],
+        )
+        train(cfg)
+        ckpt = next((tmp_path / "train" / "checkpoints").glob("*.ckpt"))
+        out = tmp_path / "eval"
+        eval_cfg = compose(
+            config_name="eval",
+            overrides=[
+                f"ckpt_path={ckpt}",
+                f"data_overrides.store={test_store.root}",
+                f"paths.output_dir={out}",
+            ],
+        )
+    flat = evaluate(eval_cfg)
+    predictions = next(out.rglob("predictions/manifest.json"), None)
+    if predictions is not None:
+        assert str(test_store.root) in json.loads(predictions.read_text())["source"]  # the shifted boxes
+    return flat
+
+
+SMALL_UNET = ["data.crop=8", "data.pad=6", "data.batch_size=2", "data.num_workers=0", "model.net.width=4"]
+
+
+def test_robustness_hod_trains_on_one_hod_and_evaluates_on_another(tmp_path):
+    """experiment=robustness_hod on two tiny stores of the same boxes with other HODs: it trains on one and
+    eval's data_overrides.store evaluates the checkpoint on the other's test boxes (bench/bench_robustness.py)."""
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=robustness_hod"])
+    assert cfg.model.residual_of in cfg.data.inputs and cfg.data.generate.hod.log_M_min == 13.3
+    fields = list(cfg.data.generate.fields)
     base = {**SETTINGS, "n_sims": 8, "design": "seeds", "hod_prior": None, "fields": fields}
     stores = {
         h: generate_store(
@@ -328,32 +371,51 @@ def test_robustness_hod_trains_on_one_hod_and_evaluates_on_another(tmp_path):
         stores[12.8].simulation(stores[12.8].simulation_ids[0])["seed"]
         == stores[13.0].simulation(stores[13.0].simulation_ids[0])["seed"]
     )  # the same boxes, other galaxies
-    small = ["data.crop=8", "data.pad=6", "data.batch_size=2", "data.num_workers=0", "model.net.width=4"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                "experiment=robustness_hod",
-                f"data.store={stores[12.8].root}",
-                f"paths.output_dir={tmp_path / 'train'}",
-                "debug=fast_dev_run",
-                "~callbacks.progress_bar",
-                *small,
-            ],
-        )
-        assert cfg.model.residual_of in cfg.data.inputs and cfg.data.generate.hod.log_M_min == 13.3
-        train(cfg)
-        ckpt = next((tmp_path / "train" / "checkpoints").glob("*.ckpt"))
-        out = tmp_path / "eval"
-        eval_cfg = compose(
-            config_name="eval",
-            overrides=[
-                f"ckpt_path={ckpt}",
-                f"data_overrides.store={stores[13.0].root}",
-                f"paths.output_dir={out}",
-            ],
-        )
-    flat = evaluate(eval_cfg)
+    flat = _train_here_evaluate_there("robustness_hod", stores[12.8], stores[13.0], tmp_path, SMALL_UNET)
     assert "test/unet/vector/0.3/r" in flat and "test/linear/vector/0.3/r" in flat
-    predictions = json.loads(next(out.rglob("predictions/manifest.json")).read_text())
-    assert str(stores[13.0].root) in predictions["source"]  # the shifted store's boxes were predicted
+
+
+def test_robustness_zerr_velocity_trains_without_redshift_errors_and_evaluates_with_them(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=robustness_zerr_velocity"])
+    assert cfg.model.residual_of in cfg.data.inputs and all(f.endswith("_rsd") for f in cfg.data.inputs)
+    assert MockConfig.from_mapping(cfg.data.generate, store="x").redshift_errors is None  # trains without
+    base = {
+        **SETTINGS,
+        "n_sims": 8,
+        "design": "seeds",
+        "hod_prior": None,
+        "fields": list(cfg.data.generate.fields),
+    }
+    clean = generate_store(tiny_mock(tmp_path / "zerr_0", **base), progress=False)
+    noisy = generate_store(
+        tiny_mock(tmp_path / "zerr_0.003", **base, redshift_errors={"sigma_z": 0.003}), progress=False
+    )
+    flat = _train_here_evaluate_there("robustness_zerr_velocity", clean, noisy, tmp_path, SMALL_UNET)
+    assert "test/unet/vector/0.3/r" in flat and "test/linear/vector/0.3/r" in flat
+
+
+def test_robustness_hod_params_trains_on_one_hod_and_evaluates_parameters_on_another(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=robustness_hod_params"])
+    assert list(cfg.data.targets) == ["Omega_m", "sigma_8"] and cfg.data.generate.design == "latin_hypercube"
+    base = {**SETTINGS, "n_sims": 8, "hod_prior": None, "fields": list(cfg.data.generate.fields)}
+    stores = [
+        generate_store(
+            tiny_mock(tmp_path / f"hod_{h}", **{**base, "hod": {**HOD, "log_M_min": h}}), progress=False
+        )
+        for h in (12.8, 13.0)
+    ]
+    small = ["data.crop=16", "data.pad=0", "data.batch_size=2", "data.num_workers=0"]
+    flat = _train_here_evaluate_there("robustness_hod_params", *stores, tmp_path, small)
+    assert {"test/Omega_m/rmse", "test/Omega_m/bias", "test/sigma_8/bias"} <= set(
+        flat
+    )  # one test box: no R^2

@@ -138,7 +138,8 @@ def combine_boxes(est: CropEstimates, combination: str = "correlated") -> dict[s
 def parameter_metrics(
     truth: np.ndarray, mean: np.ndarray, std: np.ndarray | None, names: Sequence[str]
 ) -> dict:
-    """Per parameter RMSE, relative error, R^2 and, with a std, reduced chi^2 and coverage."""
+    """Per parameter RMSE, bias (mean of estimate - truth), relative error, R^2 and, with a std, reduced chi^2
+    and coverage."""
     coverage = gaussian_coverage(mean, std, truth) if std is not None else None
     out = {}
     for j, name in enumerate(names):
@@ -146,6 +147,7 @@ def parameter_metrics(
         var = np.var(truth[:, j])
         entry = {
             "rmse": float(np.sqrt(np.mean(err**2))),
+            "bias": float(np.mean(err)),
             "relative_error": float(np.mean(np.abs(err) / np.abs(truth[:, j]))),
             "r2": float(1.0 - np.mean(err**2) / var) if var > 0 else None,
         }

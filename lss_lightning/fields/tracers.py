@@ -42,6 +42,7 @@ import torch
 
 from lss_lightning.fields.mesh import cic_paint
 from lss_lightning.fields.particles import ParticleGridder, add_linear_velocities
+from lss_lightning.fields.redshift_errors import RedshiftErrors, observed_positions
 from lss_lightning.fields.velocity import linear_velocity, redshift_space_positions
 
 HALO_BIN_CHANNEL = re.compile(r"halos_m(\d+)(_rsd)?")  # one channel per mass bin
@@ -143,11 +144,12 @@ def store_fields(
     bins=(),
     allow_empty=False,
     galaxies: Tracers | None = None,
+    redshift_errors: RedshiftErrors | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """The fields of one simulation as the store holds them (float32 numpy, with attributes): the painted
     particle ``grids`` (name -> tensor), linear velocities from them, the catalogue fields among ``names``
-    from the haloes in ``bins`` and the galaxy fields from ``galaxies``. The one path of the mocks and the
-    Quijote converter."""
+    from the haloes in ``bins`` and the galaxy fields from ``galaxies`` (their ``_rsd`` fields with
+    ``redshift_errors``). The one path of the mocks and the Quijote converter."""
     add_linear_velocities(grids, attrs, names, box.box_size, box.a_h_f, box.smoothing)
     fields = {name: grids[name].cpu().numpy() for name in names if name in grids}
     painting = vars(box)  # grid, box_size, a_h, a_h_f, los_axis, smoothing, device
@@ -164,7 +166,9 @@ def store_fields(
             raise ValueError(
                 f"{galaxy_names} need a galaxy catalogue: give an hod block to populate the haloes"
             )
-        new_fields, new_attrs = galaxy_fields(galaxies, galaxy_names, allow_empty=allow_empty, **painting)
+        new_fields, new_attrs = galaxy_fields(
+            galaxies, galaxy_names, allow_empty=allow_empty, redshift_errors=redshift_errors, **painting
+        )
         fields.update(new_fields)
         attrs.update(new_attrs)
     return fields, attrs
@@ -297,11 +301,14 @@ def galaxy_fields(
     device=None,
     allow_empty: bool = False,
     smoothing: float = 0.0,
+    redshift_errors: RedshiftErrors | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """The requested galaxy fields (see the module docstring) as float32 (C, N, N, N), with attributes.
 
     a_h, a_h_f in (km/s)/(Mpc/h) as for ``catalogue_fields``. No galaxies is an error, or with ``allow_empty``
-    fields of zeros with n_galaxies = 0 (and empty_fraction = 1 for the velocity)."""
+    fields of zeros with n_galaxies = 0 (and empty_fraction = 1 for the velocity). ``redshift_errors``
+    (fields/redshift_errors.py) moves the galaxies of the ``_rsd`` fields first, drawn from the catalogue's seed;
+    those fields record sigma_z, outlier_fraction and the outliers' count."""
     hod = getattr(galaxies, "hod", None) or {}
     common = {
         "n_galaxies": len(galaxies),
@@ -315,15 +322,39 @@ def galaxy_fields(
             "(or set allow_empty_bins=true for fields of zeros)"
         )
     paint = {"grid": grid, "box_size": box_size, "a_h": a_h, "los_axis": los_axis, "device": device}
+    observed, observed_attrs = galaxies, {}
+    if redshift_errors is not None and redshift_errors.active and any(n.endswith("_rsd") for n in names):
+        positions, outlier = observed_positions(
+            np.asarray(galaxies.positions),
+            redshift_errors,
+            a_h=a_h,
+            box_size=box_size,
+            los_axis=los_axis,
+            seed=getattr(galaxies, "seed", -1),
+        )
+        observed = _ObservedTracers(positions, np.asarray(galaxies.velocities))
+        observed_attrs = {**redshift_errors.to_dict(), "n_outliers": int(outlier.sum())}
     fields, attrs = {}, {}
     for name in names:
         if not is_galaxy_field(name):
             raise ValueError(
                 f"{name!r} is not made from a galaxy catalogue ({', '.join(GALAXY_FIELDS)} [+ '_rsd'])"
             )
-        fields[name], extra = _galaxy_field(galaxies, name, paint, a_h_f, smoothing)
-        attrs[name] = {**common, **extra}
+        rsd = name.endswith("_rsd")
+        fields[name], extra = _galaxy_field(observed if rsd else galaxies, name, paint, a_h_f, smoothing)
+        attrs[name] = {**common, **extra, **(observed_attrs if rsd else {})}
     return fields, attrs
+
+
+@dataclass(frozen=True)
+class _ObservedTracers:
+    """Galaxies at their redshift-error-moved positions, true velocities (what the ``_rsd`` fields paint)."""
+
+    positions: np.ndarray
+    velocities: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.positions)
 
 
 def _galaxy_field(galaxies: Tracers, name: str, paint: dict, a_h_f: float, smoothing: float):

@@ -13,6 +13,7 @@ from lss_lightning.fields.particles import (
     LINEAR_FIELDS,
     PARTICLE_FIELDS,
 )
+from lss_lightning.fields.redshift_errors import RedshiftErrors
 from lss_lightning.fields.tracers import (
     GALAXY_FIELDS,
     expand_halo_fields,
@@ -75,6 +76,9 @@ class MockConfig:
     # the FoF haloes with galaxies (stored in galaxies/, fields galaxies[_rsd], ...); None: no galaxies
     hod: dict | None = None
     hod_prior: dict | None = None  # {name: [lo, hi]}: each simulation's HOD from a Latin hypercube over it
+    # RedshiftErrors (sigma_z, outlier_fraction; fields/redshift_errors.py): the galaxies' redshift errors in
+    # their _rsd fields (a box; light cones use lightcone.survey); None or zeros: none
+    redshift_errors: dict | None = None
     los_axis: int = 2
     linear_smoothing: float = 0.0  # Mpc/h, Gaussian smoothing of velocity_linear fields
     fixed_amplitude: bool = False
@@ -181,11 +185,10 @@ class MockConfig:
         """hod and hod_prior, checked and written out in full (every HOD parameter, canonical names), so
         that equal models give equal manifests; raises ValueError naming the bad entry."""
         if self.hod is None:
-            if self.hod_prior:
-                raise ValueError(
-                    "hod_prior needs an hod block (the values the prior leaves fixed): add hod={}"
-                )
-            self.hod_prior = None
+            for block in ("hod_prior", "redshift_errors"):
+                if getattr(self, block):
+                    raise ValueError(f"{block} needs an hod block (the galaxies it acts on): add hod={{}}")
+            self.hod_prior = self.redshift_errors = None
             return
         if self.solver != "pm" or self.lightcone is not None:
             raise ValueError(
@@ -195,6 +198,28 @@ class MockConfig:
         base = check_hod(self.hod)
         self.hod = base.to_dict()
         self.hod_prior = check_hod_prior(self.hod_prior, base) if self.hod_prior else None
+        self._check_redshift_errors()
+
+    def _check_redshift_errors(self) -> None:
+        """redshift_errors written out in full, or None when it changes nothing (the store then matches one
+        made without it); it needs a galaxy field in redshift space to act on."""
+        if not self.redshift_errors:
+            self.redshift_errors = None
+            return
+        errors = RedshiftErrors.from_mapping(self.redshift_errors)
+        if not errors.active:
+            self.redshift_errors = None
+            return
+        if not any(is_galaxy_field(f) and f.endswith("_rsd") for f in self.fields):
+            raise ValueError(
+                f"redshift_errors act on the galaxies' redshift-space fields, and fields={self.fields} has none: "
+                f"add one ({', '.join(f'{g}_rsd' for g in GALAXY_FIELDS)}) or drop redshift_errors"
+            )
+        self.redshift_errors = errors.to_dict()
+
+    @property
+    def redshift_error_settings(self) -> RedshiftErrors | None:
+        return None if self.redshift_errors is None else RedshiftErrors.from_mapping(self.redshift_errors)
 
     @property
     def hod_parameters(self) -> HODParameters | None:

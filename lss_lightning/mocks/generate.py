@@ -47,10 +47,13 @@ log = logging.getLogger(__name__)
 
 def generator_settings(cfg: MockConfig) -> dict:
     """The settings recorded in a store's manifest (``generator``): what the data depends on, as JSON.
-    Without galaxies hod and hod_prior are left out, so stores made before them still match."""
+    Without galaxies hod and hod_prior are left out, and redshift_errors without errors, so stores made before
+    them still match."""
     values = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in RUN_ONLY}
     if cfg.hod is None:
         values = {k: v for k, v in values.items() if k not in ("hod", "hod_prior")}
+    if cfg.redshift_errors is None:
+        values.pop("redshift_errors", None)
     return json.loads(json.dumps(values))
 
 

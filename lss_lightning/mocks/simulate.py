@@ -124,7 +124,17 @@ def paint_fields(
     box = BoxGrid(
         cfg.grid, cfg.box_size, cosmo.a_h(z), cosmo.a_h_f(z), cfg.los_axis, cfg.linear_smoothing, device
     )
-    return store_fields(grids, attrs, cfg.fields, box, haloes, cfg.bins, cfg.allow_empty_bins, galaxies)
+    return store_fields(
+        grids,
+        attrs,
+        cfg.fields,
+        box,
+        haloes,
+        cfg.bins,
+        cfg.allow_empty_bins,
+        galaxies,
+        cfg.redshift_error_settings,
+    )
 
 
 def lightcone_snapshots(
