@@ -299,6 +299,36 @@ def zerr_table(runs_dir: Path, clean: str, shifted: str, sigma_z: float, out: Pa
     return results
 
 
+def plot_zerr(results: dict, sigma_z: float, path: Path) -> None:
+    """R^2 per parameter against sigma_z (without errors and with), one line per network, seeds' spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parameters = sorted({p for by_parameter in results.values() for p in by_parameter})
+    fig, axes = plt.subplots(1, len(parameters), figsize=(3.2 * len(parameters), 3.2), squeeze=False)
+    for ax, p in zip(axes[0], parameters, strict=True):
+        for model, by_parameter in results.items():
+            cases = by_parameter[p]
+            stats = [_mean_std(cases["no errors"]), _mean_std(cases[f"sigma_z = {sigma_z:g}"])]
+            ax.errorbar(
+                [0.0, sigma_z],
+                [m for m, _ in stats],
+                yerr=[e for _, e in stats],
+                fmt="o-",
+                capsize=3,
+                label=model,
+            )
+        ax.set_title(p)
+        ax.set_xlabel("sigma_z of the test cones")
+        ax.set_ylabel("R^2")
+    axes[0][0].legend()
+    fig.suptitle("robustness_zerr: light-cone networks trained without redshift errors")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def print_zerr(results: dict, runs_dir: Path, sigma_z: float) -> None:
     from statistics import mean, stdev
 
@@ -387,6 +417,8 @@ def main(argv: list[str]) -> int:
         results = zerr_table(args.zerr_runs, args.zerr_clean_store, args.zerr_store, args.sigma_z, out)
         record = {"command": ["bench/bench_robustness.py", *argv], "results": results}
         (out / "results.json").write_text(json.dumps(record, indent=1))
+        plot_zerr(results, args.sigma_z, out / "r2_vs_sigma_z.png")
+        print(f"\nruns, results.json and r2_vs_sigma_z.png: {out}")
         return 0
     run_shift(args.shift, args.values, args.train_value, args.epochs, args.seeds, args.seed_base, argv)
     return 0
