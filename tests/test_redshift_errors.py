@@ -121,6 +121,10 @@ def test_redshift_errors_change_only_the_redshift_space_galaxy_fields():
             {"hod": {}, "fields": ["galaxies_rsd"], "redshift_errors": {"sigma": 0.1}},
             r"unknown redshift_errors settings \['sigma'\]",
         ),
+        (
+            {"lightcone": {"snapshots": 2}, "redshift_errors": {"sigma_z": 0.002}},
+            r"redshift_errors is for the galaxies of a box.*lightcone\.survey",
+        ),
     ],
 )
 def test_redshift_error_settings_are_checked_before_any_simulation_runs(tmp_path, settings, message):

@@ -184,6 +184,11 @@ class MockConfig:
     def _check_galaxy_model(self) -> None:
         """hod and hod_prior, checked and written out in full (every HOD parameter, canonical names), so
         that equal models give equal manifests; raises ValueError naming the bad entry."""
+        if self.lightcone is not None and self.redshift_errors:
+            raise ValueError(
+                "redshift_errors is for the galaxies of a box; a light cone takes its redshift errors in "
+                "lightcone.survey (e.g. +lightcone.survey.sigma_z=0.002)"
+            )
         if self.hod is None:
             for block in ("hod_prior", "redshift_errors"):
                 if getattr(self, block):
