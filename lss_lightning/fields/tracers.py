@@ -27,7 +27,9 @@ Fields made from a galaxy catalogue (any object with positions and velocities, e
 - ``galaxy_velocity``: the galaxies' mean velocity per cell in km/s (each galaxy weighted 1), empty cells
   filled by the rule of ``halo_velocity`` (the same painting code).
 - ``velocity_linear_galaxies``: linear theory from ``galaxies``, as ``velocity_linear_halos`` from the haloes.
-Their attributes: n_galaxies, number_density ((h/Mpc)^3) and the catalogue's HOD as hod_<name>.
+Their attributes: n_galaxies, number_density ((h/Mpc)^3) and the catalogue's HOD as hod_<name>. With redshift
+errors (``fields/redshift_errors.py``) the ``_rsd`` galaxy fields paint the galaxies at their error-moved
+line-of-sight positions (true velocities) and record sigma_z, outlier_fraction and n_outliers.
 """
 
 from __future__ import annotations
