@@ -391,6 +391,100 @@ def run_shift(shift_name: str, values: str | None, train_value: float | None, ep
     print(f"\nruns, results.json and {plot_path.name}: {out}")
 
 
+def parse_prior(text: str) -> dict[str, list[float]]:
+    """'log_M_min=13.0:13.6,alpha=0.8:1.2' -> {log_M_min: [13.0, 13.6], alpha: [0.8, 1.2]}."""
+    prior = {}
+    for item in text.split(","):
+        name, _, bounds = item.partition("=")
+        lo, _, hi = bounds.partition(":")
+        prior[name.strip()] = [float(lo), float(hi)]
+    return prior
+
+
+def prior_table(runs_dir: Path, prior: dict[str, list[float]], out: Path) -> dict:
+    """robustness_hod_params over an HOD prior: the checkpoints of a ``--shift hod_params`` run (<runs>/train_*)
+    evaluated on the same boxes with each box's HOD drawn from ``prior`` (data.generate.hod_prior; the other HOD
+    parameters at the training values), against their in-distribution numbers; per box the estimate's error
+    against each HOD parameter (error_vs_hod_prior.png)."""
+    import csv
+
+    from hydra import compose, initialize_config_dir
+
+    from lss_lightning.config import CONF_DIR
+    from lss_lightning.store.reader import FieldStore
+
+    shift = SHIFTS["hod_params"]
+    store = f"${{paths.data_dir}}/mocks/{shift.store_prefix}_prior_" + "_".join(
+        f"{k}{lo:g}-{hi:g}" for k, (lo, hi) in sorted(prior.items())
+    )
+    spelled = "{" + ",".join(f"{k}:[{lo},{hi}]" for k, (lo, hi) in prior.items()) + "}"
+    overrides = [
+        f"experiment={shift.experiment}",
+        f"data.store={store}",
+        f"data.generate.hod_prior={spelled}",
+    ]
+    compose_and_train(out / "store_prior", [*overrides, "train=false", "evaluate=false"])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        root = compose(config_name="train", overrides=overrides).data.store
+    hods = {s: FieldStore(root).hod(s) for s in FieldStore(root).simulation_ids}
+    results: dict = {"prior": prior, "in_distribution": [], "prior_test": [], "boxes": {}}
+    for train_dir in sorted(runs_dir.glob(f"train_{shift.train_value:g}_seed*")):
+        ckpt = best_checkpoint(train_dir)
+        seed = train_dir.name.rsplit("seed", 1)[1]
+        base_dir = runs_dir / f"eval_{shift.train_value:g}_seed{seed}"
+        results["in_distribution"].append(
+            parameter_row(json.loads(next(base_dir.rglob("metrics.json")).read_text()))
+        )
+        eval_dir = out / f"eval_prior_seed{seed}"
+        results["prior_test"].append(parameter_row(evaluate_on(ckpt, store, eval_dir)))
+        with open(next(eval_dir.rglob("estimates.csv"))) as fh:
+            for row in csv.DictReader(fh):
+                box = results["boxes"].setdefault(row["sim_id"], {"hod": hods[row["sim_id"]], "error": {}})
+                for p in results["in_distribution"][0]:
+                    box["error"].setdefault(p, []).append(float(row[f"{p}_mean"]) - float(row[f"{p}_true"]))
+    print(f"\nrobustness_hod_params over an HOD prior {prior} (the other HOD parameters at the training values): "
+          f"the checkpoints of {runs_dir} on {len(results['boxes'])} test boxes, each with its own HOD")  # fmt: skip
+    print("| parameter | R^2 in-distribution | R^2 over the prior | bias in-distribution | bias over the prior | "
+          "RMSE in-distribution | RMSE over the prior |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for p in results["in_distribution"][0]:
+        cells = []
+        for q in ("r2", "bias", "rmse"):
+            for case in ("in_distribution", "prior_test"):
+                cells.append(_spread([r[p][q] for r in results[case]], 3 if q == "r2" else 4))
+        print(f"| {p} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {cells[4]} | {cells[5]} |")
+    plot_prior(results, out / "error_vs_hod_prior.png")
+    return results
+
+
+def plot_prior(results: dict, path: Path) -> None:
+    """Per box (mean over seeds) the error of each parameter against each HOD parameter of the prior."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(results["prior"])
+    targets = list(next(iter(results["boxes"].values()))["error"])
+    fig, axes = plt.subplots(
+        len(targets), len(names), figsize=(3.2 * len(names), 2.8 * len(targets)), squeeze=False
+    )
+    for i, p in enumerate(targets):
+        for j, h in enumerate(names):
+            x = np.array([b["hod"][h] for b in results["boxes"].values()])
+            y = np.array([np.mean(b["error"][p]) for b in results["boxes"].values()])
+            r = np.corrcoef(x, y)[0, 1] if len(x) > 2 else float("nan")
+            ax = axes[i][j]
+            ax.scatter(x, y, s=12)
+            ax.axhline(0, color="k", lw=0.6)
+            ax.set_title(f"{p}: corr {r:+.2f}", fontsize=9)
+            ax.set_xlabel(h)
+            ax.set_ylabel(f"{p} estimate - truth")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -411,7 +505,24 @@ def main(argv: list[str]) -> int:
         "--zerr-store", help="the same boxes' cones with redshift errors (lightcone.survey.sigma_z)"
     )
     parser.add_argument("--sigma-z", type=float, default=0.005)
+    parser.add_argument(
+        "--prior-runs",
+        type=Path,
+        help="a --shift hod_params results directory: its checkpoints over --test-prior",
+    )
+    parser.add_argument(
+        "--test-prior",
+        default="log_M_min=13.0:13.6,log_M1=13.7:14.3,alpha=0.8:1.2",
+        help="the HOD prior of the test boxes, name=lo:hi,...",
+    )
     args = parser.parse_args(argv)
+    if args.prior_runs:
+        out = REPO_ROOT / "bench" / "results" / f"robustness_hod_prior_{time.strftime('%Y%m%d-%H%M%S')}"
+        results = prior_table(args.prior_runs, parse_prior(args.test_prior), out)
+        record = {"command": ["bench/bench_robustness.py", *argv], "results": results}
+        (out / "results.json").write_text(json.dumps(record, indent=1))
+        print(f"\nruns, results.json and error_vs_hod_prior.png: {out}")
+        return 0
     if args.zerr_runs:
         out = REPO_ROOT / "bench" / "results" / f"robustness_zerr_{time.strftime('%Y%m%d-%H%M%S')}"
         results = zerr_table(args.zerr_runs, args.zerr_clean_store, args.zerr_store, args.sigma_z, out)
