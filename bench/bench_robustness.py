@@ -22,6 +22,11 @@ Run: .venv/bin/python bench/bench_robustness.py [--shift hod|zerr|hod_params] [-
      (hod, zerr: ~1 min per store on 2 cores, ~2 min of training per seed, seconds per evaluation;
       hod_params: ~3 min per store of 128 boxes, ~1 min of training per seed)
 
+Over an HOD prior (``--prior-runs <a --shift hod_params results dir> --test-prior log_M_min=13.0:13.6,...``): that
+run's checkpoints on the same boxes with each box's HOD drawn from the prior (the store's hod_prior); R^2, bias
+and RMSE against the in-distribution numbers, and each box's error against each HOD parameter
+(error_vs_hod_prior.png).
+
 robustness_zerr for the light-cone networks (``--zerr-runs <bench_lightcone results dir> --zerr-clean-store <its
 store> --zerr-store <store> --sigma-z 0.005``): the networks a bench_lightcone.py run trained (ViT, CNN; every
 seed) are evaluated on the test cones of their own store and of a store of the same boxes and cones whose tracers
