@@ -41,11 +41,11 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import mean, stdev
 
-from _harness import train_seed
+from _harness import mean_std, train_seed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 K_REPORT = ("0.1", "0.3", "0.5", "1")
@@ -166,14 +166,6 @@ def parameter_row(metrics: dict) -> dict:
     return {p: {q: metrics["summary"][p][q] for q in ("r2", "bias", "rmse")} for p in names}
 
 
-def _spread(values: list[float], digits: int = 3) -> str:
-    return (
-        f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
-        if len(values) > 1
-        else f"{values[0]:.{digits}f}"
-    )
-
-
 def print_velocity_table(results: dict, shift: Shift) -> None:
     """Per value: the U-net's r(k) and error power (mean over seeds), its r(0.5) and its shifts against the same
     seed's in-distribution numbers (mean ± std over seeds), T(0.1), and linear theory from the same galaxies."""
@@ -197,8 +189,8 @@ def print_velocity_table(results: dict, shift: Shift) -> None:
         lin_r = " / ".join(f"{lin[k]['r']:.3f}" for k in K_REPORT)
         mark = " (train)" if value == f"{shift.train_value:g}" else ""
         print(
-            f"| {value}{mark} | {res['galaxies_per_box']:.0f} | {mean_r} | {lin_r} | {mean_e} | {_spread(r05)} | "
-            f"{_spread(delta)} | {_spread(ratio, 2)} | {_spread(t01)} | {_spread(dt01)} |"
+            f"| {value}{mark} | {res['galaxies_per_box']:.0f} | {mean_r} | {lin_r} | {mean_e} | {mean_std(r05)} | "
+            f"{mean_std(delta)} | {mean_std(ratio, 2)} | {mean_std(t01)} | {mean_std(dt01)} |"
         )
 
 
@@ -221,8 +213,8 @@ def print_parameter_table(results: dict, shift: Shift) -> None:
             dbias = [s[p]["bias"] - b[p]["bias"] for s, b in zip(seeds, base, strict=True)]
             ratio = [s[p]["rmse"] / b[p]["rmse"] for s, b in zip(seeds, base, strict=True)]
             print(
-                f"| {value}{mark} | {res['galaxies_per_box']:.0f} | {p} | {_spread(r2)} | {_spread(bias, 4)} | "
-                f"{_spread(rmse, 4)} | {_spread(dbias, 4)} | {_spread(ratio, 2)} |"
+                f"| {value}{mark} | {res['galaxies_per_box']:.0f} | {p} | {mean_std(r2)} | {mean_std(bias, 4)} | "
+                f"{mean_std(rmse, 4)} | {mean_std(dbias, 4)} | {mean_std(ratio, 2)} |"
             )
 
 
@@ -335,11 +327,6 @@ def plot_zerr(results: dict, sigma_z: float, path: Path) -> None:
 
 
 def print_zerr(results: dict, runs_dir: Path, sigma_z: float) -> None:
-    from statistics import mean, stdev
-
-    def spread(values: list[float]) -> str:
-        return f"{mean(values):.3f} ± {stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
-
     print(
         f"\nrobustness to redshift errors: the light-cone networks of {runs_dir} (trained without errors), R^2 on "
         f"the test cones of the same boxes without and with Gaussian errors sigma_z (1 + z), sigma_z = {sigma_z:g}"
@@ -349,14 +336,14 @@ def print_zerr(results: dict, runs_dir: Path, sigma_z: float) -> None:
         for p, cases in by_parameter.items():
             clean, shifted = cases["no errors"], cases[f"sigma_z = {sigma_z:g}"]
             delta = [b - a for a, b in zip(clean, shifted, strict=True)]
-            print(f"| {model} | {p} | {spread(clean)} | {spread(shifted)} | {spread(delta)} |")
+            print(f"| {model} | {p} | {mean_std(clean)} | {mean_std(shifted)} | {mean_std(delta)} |")
 
 
 def run_shift(shift_name: str, values: str | None, train_value: float | None, epochs: int | None, seeds: int,
               seed_base: int, argv: list[str]) -> None:  # fmt: skip
     shift = SHIFTS[shift_name]
     train_value = shift.train_value if train_value is None else train_value
-    shift = Shift(**{**vars(shift), "train_value": train_value})
+    shift = replace(shift, train_value=train_value)
     epochs = epochs or shift.epochs
     tests = sorted({float(v) for v in (values or shift.values).split(",")} | {train_value})
     out = REPO_ROOT / "bench" / "results" / f"robustness_{shift_name}_{time.strftime('%Y%m%d-%H%M%S')}"
@@ -456,7 +443,7 @@ def prior_table(runs_dir: Path, prior: dict[str, list[float]], out: Path) -> dic
         cells = []
         for q in ("r2", "bias", "rmse"):
             for case in ("in_distribution", "prior_test"):
-                cells.append(_spread([r[p][q] for r in results[case]], 3 if q == "r2" else 4))
+                cells.append(mean_std([r[p][q] for r in results[case]], 3 if q == "r2" else 4))
         print(f"| {p} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {cells[4]} | {cells[5]} |")
     plot_prior(results, out / "error_vs_hod_prior.png")
     return results
