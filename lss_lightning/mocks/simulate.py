@@ -194,19 +194,6 @@ def lightcone_products(
     return products
 
 
-def lightcone_histograms(
-    cfg: MockConfig,
-    cosmo: Cosmology,
-    particles: Particles,
-    report: StepReporter | None = None,
-    directions: tuple[str, ...] | None = None,
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """The (1, N, N, N) histograms of ``lightcone_products`` alone, by direction."""
-    products = lightcone_products(cfg, cosmo, particles, seed, report, directions)
-    return {d: p.fields[LIGHTCONE_FIELD] for d, p in products.items()}
-
-
 class BoxCones:
     """Producer of a store with several cones per box: the first cone asked of a box runs its particle
     mesh and FoF once and histograms all its cones; the others are handed out from that box (kept until a
