@@ -81,8 +81,9 @@ def warm_compiled(pos) -> None:
 
     few = pos[:10]
     cic_paint(few, 4, BOX)
+    cic_paint(few, 4, BOX, torch.ones(len(few), 2))
     cic_readout(torch.zeros(4, 4, 4), few, BOX)
-    cic_stencil(few, 4, BOX).readout_channels_last(torch.zeros(4, 4, 4, 3))
+    cic_stencil(few, 4, BOX).readout(torch.zeros(3, 4, 4, 4))
 
 
 def setup_tensor():
@@ -135,24 +136,9 @@ def readout_numpy(state):
     numpy_readout(state)
 
 
-def setup_readout_channels_last():
-    """The force field channels last, (N, N, N, 3): the layout the PM's CPU force writes and reads."""
-
-    pos, field = setup_readout_tensor()
-    warm_compiled(pos)
-    return pos, field.movedim(0, -1).contiguous()
-
-
 def readout_compiled(state):
-    """One pass over the particles reads all 3 components (CompiledCICStencil.readout_channels_last)."""
-    from lss_lightning.fields.mesh import cic_stencil
-
-    pos, field = state
-    cic_stencil(pos, N_GRID, BOX, compiled=True).readout_channels_last(field)
-
-
-def readout_compiled_by_component(state):
-    """As ForceMesh.forces_at: one stencil, one (N, N, N) component at a time (one real mesh alive)."""
+    """As the PM's CPU force: one stencil (the particles sorted by row once), one (N, N, N) component at a
+    time."""
     from lss_lightning.fields.mesh import cic_stencil
 
     pos, field = state
@@ -253,8 +239,7 @@ def bench_readout(rounds: int, missing: str | None) -> None:
 
     cases = [
         ("numpy gathers (float64)", setup_readout_numpy, readout_numpy),
-        ("ours compiled, 1 pass (N,N,N,3)", setup_readout_channels_last, readout_compiled),
-        ("ours compiled, 3 x (N,N,N)", setup_readout_tensor, readout_compiled_by_component),
+        ("ours compiled, 3 x (N,N,N)", setup_readout_tensor, readout_compiled),
         ("ours torch stencil, 3 x (N,N,N)", setup_readout_tensor, readout_torch_stencil),
     ]
     if missing is None:
@@ -267,7 +252,6 @@ def bench_readout(rounds: int, missing: str | None) -> None:
         "numpy gathers (float64)",
     )
     ratios(results, "ours compiled, 3 x (N,N,N)", "Pylians CIC_interp x 3", missing)
-    ratios(results, "ours compiled, 1 pass (N,N,N,3)", "Pylians CIC_interp x 3", missing)
     readout_agreement(missing)
 
 

@@ -15,8 +15,8 @@ fiducial cosmology, fixed-amplitude initial conditions (one box scatters ~15% at
    jitted 10-step kick-drift-kick loop, at mesh factor 1 and 2, against ours (its pm_forces itself wants one
    particle per mesh cell, so the same functions are driven directly).
 5. How steps and mesh factor move P(k) and the mass function (seed 1): 5 / 10 / 20 steps, mesh 1x / 2x / 3x.
-6. The budget of one force call on the CPU (``force_budget``; alone with ``--budget``): each stage (paint, forward
-   FFT, Green's function, inverse FFT to phi, the compiled 4-point gradient, the readout of the 3 components),
+6. The budget of one force call on the CPU (``force_budget``; alone with ``--budget``): each stage (the row
+   sort, paint, forward FFT, Green's function, inverse FFT to phi, the compiled 4-point gradient, the readout of the 3 components),
    median of 5 calls, beside its floor: the FFTs against the same transforms into preallocated outputs, the
    other stages against one pass over the memory they touch (torch.sum or copy_: the traffic a scatter, gather
    or stencil cannot avoid), so a regression in a stage shows as its ratio to the floor.
@@ -572,9 +572,13 @@ def force_budget(mesh: int = 2 * N, threads: int = 1) -> None:
     count = st.paint()
     phi_k = torch.fft.rfftn(count) * fm.green
     phi = torch.fft.irfftn(phi_k, s=(mesh,) * 3)
-    force = torch.empty(mesh, mesh, mesh, 3)
+    force = torch.empty(3, mesh, mesh, mesh)
     out_k, out_r, work_k = torch.empty_like(phi_k), torch.empty_like(phi), phi_k.clone()
     stages = {  # stage: (seconds of the stage, seconds of its floor: the same memory traffic, or the bare FFT)
+        "row sort of the particles (once per call)": (
+            _median_time(lambda: cic_stencil(pos, mesh, BOX)._sorted),
+            _median_time(lambda: (pos.sum(), pos.clone())),
+        ),
         "paint": (_median_time(st.paint), _median_time(lambda: (pos.sum(), torch.zeros(mesh**3).sum()))),
         "forward FFT": (
             _median_time(lambda: torch.fft.rfftn(count)),
@@ -588,14 +592,14 @@ def force_budget(mesh: int = 2 * N, threads: int = 1) -> None:
             _median_time(lambda: torch.fft.irfftn(phi_k, s=(mesh,) * 3)),
             _median_time(lambda: torch.fft.irfftn(phi_k, s=(mesh,) * 3, out=out_r)),
         ),
-        "4-point gradient (compiled, channels last)": (
+        "4-point gradient (compiled)": (
             _median_time(
                 lambda: compiled.finite_difference_gradient(phi.numpy(), -mesh / BOX, force.numpy())
             ),
-            _median_time(lambda: force.copy_(phi.unsqueeze(-1).expand_as(force))),
+            _median_time(lambda: force.copy_(phi.unsqueeze(0).expand_as(force))),
         ),
         "readout of 3 components": (
-            _median_time(lambda: st.readout_channels_last(force)),
+            _median_time(lambda: st.readout(force)),
             _median_time(lambda: (pos.sum(), force.sum())),
         ),
     }

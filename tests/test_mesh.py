@@ -170,6 +170,26 @@ def test_compiled_cic_equals_the_torch_path(dtype):
     torch.testing.assert_close(stencils[0].readout(field), stencils[1].readout(field), **tol)
 
 
+def test_row_sort_is_a_stable_permutation_by_lower_corner_row():
+    """compiled.sort_by_row: order is a permutation, the sorted particles' rows (i_x N + i_y of the lower
+    corner, wrapped) never decrease, ties keep their input order, and the sorted copy is positions[order]."""
+    from lss_lightning.fields import compiled
+
+    n, box = 16, 40.0
+    pos = torch.cat([_particles_up_to_the_box_edge(5_000, box, seed=3), torch.tensor([[-3.1, 41.7, 95.0]])])
+    pos = pos.numpy()
+    order, sorted_positions = np.empty(len(pos), np.int32), np.empty_like(pos)
+    compiled.sort_by_row(pos, np.float32(n / box), n, order, sorted_positions)
+    assert np.array_equal(np.sort(order), np.arange(len(pos)))
+    np.testing.assert_array_equal(sorted_positions, pos[order])
+    cells = np.floor(pos.astype(np.float64) * (n / box)).astype(np.int64) % n
+    rows = (cells[:, 0] * n + cells[:, 1])[order]
+    assert np.all(np.diff(rows) >= 0)
+    same_row = np.diff(rows) == 0
+    assert np.all(np.diff(order)[same_row] > 0)  # stable
+    assert same_row.sum() > 4_000  # the test has ties to check
+
+
 def test_compiled_cic_steps_aside_for_gradients():
     """A tensor that needs gradients takes the torch path (the compiled kernels are not differentiable)."""
     pos = torch.rand(50, 3, dtype=torch.float64) * 10.0

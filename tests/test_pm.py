@@ -102,8 +102,8 @@ def test_point_mass_force_falls_as_inverse_square_beyond_three_cells():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cpu_real_space_force_equals_the_fourier_path(dtype):
-    """The CPU force (one inverse FFT, the 4-point gradient as a compiled real-space stencil, channels-last
-    readout) equals the GPU path (3 inverse FFTs of the Fourier kernel, torch stencil) to float rounding,
+    """The CPU force (one inverse FFT, the 4-point gradient as a compiled real-space stencil, readout on the
+    row-sorted particles) equals the GPU path (3 inverse FFTs of the Fourier kernel, torch stencil) to float rounding,
     for clustered particles on an odd and an even mesh, and through ForceMesh.forces."""
     gen = torch.Generator().manual_seed(3)
     for n in (24, 25):

@@ -27,9 +27,10 @@ and one force mesh with its half-complex transform and one gradient component at
 particle above the initial conditions, inside a 16 GB GPU. A force call also holds the particles' CIC
 stencil, built once for the paint and the three readouts: on a GPU fields.mesh.CICStencil (64 bytes per
 particle; measured on a CPU at 128^3 particles on a 256^3 mesh, it raised the peak of one call from 316 to
-415 MB), on the CPU the compiled kernels' CompiledCICStencil (the positions only, no extra memory). On the
-CPU the force takes one inverse FFT to phi and the same 4-point gradient as a compiled real-space stencil into
-a channels-last (N, N, N, 3) mesh (12 N^3 bytes), read out in one pass: two FFTs fewer.
+415 MB), on the CPU the compiled kernels' CompiledCICStencil (the positions sorted by grid row and their order,
+16 bytes per particle). On the CPU the force takes one inverse FFT to phi and the same 4-point gradient as a
+compiled real-space stencil into a (3, N, N, N) mesh (12 N^3 bytes), read out a component at a time: two FFTs
+fewer.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ class ForceMesh:
         return self._forces_real_space(phi_k, stencil, meshes)
 
     def _cpu_meshes(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """The CPU force's work meshes for ``dtype``: count and phi (N^3), phi_k (rfft), force (N^3, 3);
+        """The CPU force's work meshes for ``dtype``: count and phi (N^3), phi_k (rfft), force (3, N^3);
         16 N^3 + 8 N^2 (N/2 + 1) bytes in float32, allocated on the first call."""
         meshes = self._meshes
         if meshes is None or meshes["count"].dtype != dtype:
@@ -181,7 +182,7 @@ class ForceMesh:
                 "count": torch.empty(shape, dtype=dtype),
                 "phi_k": torch.empty(self.n, self.n, self.n // 2 + 1, dtype=complex_dtype),
                 "phi": torch.empty(shape, dtype=dtype),
-                "force": torch.empty(*shape, 3, dtype=dtype),
+                "force": torch.empty(3, *shape, dtype=dtype),
             }
             self._meshes = meshes
         return meshes
@@ -202,18 +203,18 @@ class ForceMesh:
     def _forces_real_space(
         self, phi_k: torch.Tensor, stencil: CompiledCICStencil, meshes: dict | None = None
     ) -> torch.Tensor:
-        """The CPU path: one inverse FFT to phi, the same 4-point gradient as a real-space stencil (compiled,
-        channels last) and one readout of the three components; two FFTs fewer than the Fourier path and the
-        same forces to float rounding (tests/test_pm.py). ``meshes``: phi and force meshes to write into."""
+        """The CPU path: one inverse FFT to phi, the same 4-point gradient as a real-space stencil (compiled)
+        and the three components read out with one stencil; two FFTs fewer than the Fourier path and the same
+        forces to float rounding (tests/test_pm.py). ``meshes``: phi and force meshes to write into."""
         from lss_lightning.fields import compiled
 
         real, shape = phi_k.real.dtype, (self.n,) * 3
         phi = meshes["phi"] if meshes else torch.empty(shape, dtype=real)
-        force = meshes["force"] if meshes else torch.empty(*shape, 3, dtype=real)
+        force = meshes["force"] if meshes else torch.empty(3, *shape, dtype=real)
         torch.fft.irfftn(phi_k, s=shape, out=phi)
         compiled.use_torch_threads()
         compiled.finite_difference_gradient(phi.numpy(), -self.n / self.box_size, force.numpy())  # -grad phi
-        return stencil.readout_channels_last(force)
+        return stencil.readout(force)
 
 
 @dataclass
