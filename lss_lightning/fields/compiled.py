@@ -4,9 +4,9 @@ convention, and the real-space finite-difference gradient of the particle-mesh f
 Grid point i sits at x = i dx, dx = L / N; a particle at u = x / dx (cells) gives (1 - f) to point floor(u) and f
 to floor(u) + 1, periodic, f = u - floor(u), along each axis (``fields.mesh``). Each particle's 8 weights are
 computed in the positions' precision (pass inv_cell = N / L as a scalar of that dtype; float32 maths are 20%
-faster and round as torch's path does) and added to (or read from) the grid in the loop, so nothing per particle
-is stored: torch's index_add_ path needs (8, P) indices and weights in memory and is slower on a CPU
-(``bench/bench_cic.py``). The 8 corners are written out, not looped over: numba indexes a tuple with a loop
+faster and round as torch's path does) and added to (or read from) the grid in the loop, so no weights are
+stored: torch's index_add_ path needs (8, P) indices and weights in memory (64 bytes per particle, against the
+sorted copy's 16 below) and is slower on a CPU (``bench/bench_cic.py``). The 8 corners are written out, not looped over: numba indexes a tuple with a loop
 variable through a branch per element, which cost 2x. Written by hand because no installed library paints
 CIC onto a torch grid in place.
 
@@ -111,8 +111,9 @@ def sort_by_row(
     """Counting sort of particles (P, 3) Mpc/h by the grid row (i_x, i_y) of their lower CIC corner, stable:
     order (P,) gets the original index of each sorted particle and sorted_positions = positions[order].
     Painted or read in this order, a particle's 8 corners fall in the rows the previous one touched (2 planes
-    of the grid in cache, not the ~20 of a jittered lattice): 2-3x faster at 256^3 (``bench/bench_cic.py``),
-    for two passes over the particles and the 16 bytes per particle of order and copy."""
+    of the grid in cache, not the ~20 of a jittered lattice). At 128^3 jittered particles on 256^3 the paint
+    itself took 23 against 72 ms (one process) and the sort 21 ms (another run; ``bench/bench_cic.py`` times
+    both together), for two passes over the particles and 16 bytes per particle (float32) of order and copy."""
     start = np.zeros(n * n + 1, np.int64)  # start[row + 1] = particles in row, then the running sum
     for p in range(positions.shape[0]):
         start[_row(positions[p, 0], positions[p, 1], inv_cell, n) + 1] += 1

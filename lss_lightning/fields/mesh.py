@@ -196,7 +196,7 @@ class CICStencil:
 class CompiledCICStencil:
     """CPU particles for repeated CIC paint and readout with the compiled kernels (``fields.compiled``):
     the positions (P, 3) Mpc/h, sorted once by grid row on first use (``compiled.sort_by_row``, 16 bytes per
-    particle, kept for every later paint and readout); each call recomputes the 8 weights in the loop, which is
+    float32 particle, kept for every later paint and readout); each call recomputes the 8 weights in the loop, which is
     faster than reading a stored stencil back. Same API and numbers (to float rounding) as :class:`CICStencil`."""
 
     n: int
