@@ -182,13 +182,18 @@ def test_streamed_pair_counts_equal_the_materialised_ones_exactly():
 
 
 @pytest.mark.parametrize(
-    ("box", "s_max", "los_axis"),
-    [(200.0, 40.0, 2), (100.0, 45.0, 0), (60.0, 29.0, 1)],  # 10, 4 and 4 cells per side: offsets wrap
+    ("box", "s_max", "los_axis", "spacing"),
+    [  # 14 cells per side (275 of the 343 neighbours kept), then 6: offsets wrap
+        (200.0, 40.0, 2, "even"),
+        (200.0, 40.0, 2, "geometric"),
+        (100.0, 45.0, 0, "even"),
+        (60.0, 29.0, 1, "even"),
+    ],
 )
-def test_compiled_pair_counts_equal_the_tree_ones_exactly(box, s_max, los_axis):
+def test_compiled_pair_counts_equal_the_tree_ones_exactly(box, s_max, los_axis, spacing):
     """The cell list (every cell pair once, also when a small grid wraps its neighbours onto each other) and the
     cKDTree search count the same pairs into the same bins, with points on cell edges and at the box edge, and
-    pairs exactly at bin edges (points on a lattice)."""
+    pairs exactly at bin edges (points on a lattice); uneven s bins too (the bin guess is then far off)."""
     from lss_lightning.evaluate.clustering import pair_counts
 
     rng = np.random.default_rng(12)
@@ -196,7 +201,7 @@ def test_compiled_pair_counts_equal_the_tree_ones_exactly(box, s_max, los_axis):
     pos[:50] = pos[50:100] + rng.normal(0, 0.3, (50, 3))  # close pairs, some across the boundary
     lattice = np.stack(np.meshgrid(*(np.arange(0.0, box, box / 10),) * 3, indexing="ij"), -1).reshape(-1, 3)
     pos = np.mod(np.concatenate([pos, lattice, [[0.0, 0.0, 0.0], [np.nextafter(box, 0), 0.0, 0.0]]]), box)
-    s_edges = np.linspace(0.0, s_max, 7)
+    s_edges = np.linspace(0.0, s_max, 7) if spacing == "even" else np.geomspace(0.5, s_max, 9)
     tree = pair_counts(pos, box, s_edges, 8, los_axis, method="tree")
     compiled = pair_counts(pos, box, s_edges, 8, los_axis)
     np.testing.assert_array_equal(compiled, tree)
