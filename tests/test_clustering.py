@@ -183,7 +183,7 @@ def test_streamed_pair_counts_equal_the_materialised_ones_exactly():
 
 @pytest.mark.parametrize(
     ("box", "s_max", "los_axis", "spacing"),
-    [  # 14 cells per side (275 of the 343 neighbours kept), then 6: offsets wrap
+    [  # 10 / 14 cells per side at 2 / 3 cells per s_max (275 of 343 neighbours kept at 3), then 4 / 6: offsets wrap
         (200.0, 40.0, 2, "even"),
         (200.0, 40.0, 2, "geometric"),
         (100.0, 45.0, 0, "even"),
@@ -195,6 +195,7 @@ def test_compiled_pair_counts_equal_the_tree_ones_exactly(box, s_max, los_axis, 
     cKDTree search count the same pairs into the same bins, with points on cell edges and at the box edge, and
     pairs exactly at bin edges (points on a lattice); uneven s bins too (the bin guess is then far off)."""
     from lss_lightning.evaluate.clustering import pair_counts
+    from lss_lightning.evaluate.pair_counting import cell_pair_counts
 
     rng = np.random.default_rng(12)
     pos = rng.uniform(0.0, box, (2500, 3))
@@ -205,6 +206,9 @@ def test_compiled_pair_counts_equal_the_tree_ones_exactly(box, s_max, los_axis, 
     tree = pair_counts(pos, box, s_edges, 8, los_axis, method="tree")
     compiled = pair_counts(pos, box, s_edges, 8, los_axis)
     np.testing.assert_array_equal(compiled, tree)
+    mu_edges = np.linspace(0.0, 1.0, 9)
+    for refine in (2, 3):  # both cell sizes the density picks between (3: distant neighbours left out)
+        np.testing.assert_array_equal(cell_pair_counts(pos, box, s_edges, mu_edges, los_axis, refine), tree)
     assert tree.sum() > 10_000 and compiled.dtype == np.int64
     with pytest.raises(ValueError, match="'compiled' or 'tree'"):
         pair_counts(pos, box, s_edges, 8, los_axis, method="kd")

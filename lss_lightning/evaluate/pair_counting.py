@@ -1,8 +1,9 @@
 """Compiled pair counts DD(s, mu) in a periodic box (numba): a cell list, every unordered pair once.
 
-The points (P, 3) Mpc/h in [0, L) are sorted into a grid of cells of side >= s_max / REFINE; each cell is paired
-with the cells within REFINE cells of it along each axis (periodic; the same cell pair only once, so a grid
-of fewer than 2 REFINE + 1 cells per side still counts every pair once, down to all pairs of a one-cell grid).
+The points (P, 3) Mpc/h in [0, L) are sorted into a grid of cells of side >= s_max / R (R = 2 or 3, see
+:func:`refinement`); each cell is paired with the cells within R cells of it along each axis (periodic; the same
+cell pair only once, so a grid of fewer than 2 R + 1 cells per side still counts every pair once, down to all
+pairs of a one-cell grid).
 Each candidate pair's separation is the minimum image d - L round(d / L), its s = sqrt(dx^2 + dy^2 + dz^2) and
 mu = min(|d_los| / s, 1) binned as ``evaluate.clustering.pair_counts`` bins them ([lo, hi) bins, the last one
 closed; the same float64 operations in the same order), so both give the same integers (tests). Cells are
@@ -17,25 +18,32 @@ import numpy as np
 
 from lss_lightning.fields.compiled import use_torch_threads
 
-REFINE = (
-    3  # cells per s_max; the neighbour cells that cannot hold a pair within s_max are left out (wrap-free
-)
-# grids), so the candidates fill little more than the sphere: 0.33 against 0.45 s for REFINE = 2 with all 125
-# neighbours, 30,000 points (bench/bench_clustering.py, one process)
+DENSE = 4.0  # points per cell of side s_max / 3 from which 3 cells per s_max beat 2 (measured: below)
+# parallel tasks, each a run of cells with its own scratch and row of counts (one per cell: 13 against 11 ms at
+# 3,000 points on 1,728 cells, L = 256, s_max = 60 Mpc/h)
+RUNS = 64
 
 
 def cell_pair_counts(
-    pos: np.ndarray, box_size: float, s_edges: np.ndarray, mu_edges: np.ndarray, los_axis: int
+    pos: np.ndarray,
+    box_size: float,
+    s_edges: np.ndarray,
+    mu_edges: np.ndarray,
+    los_axis: int,
+    refine: int | None = None,
 ) -> np.ndarray:
-    """(n_s, n_mu) int64 counts of unordered pairs of points (P, 3) in [0, L) Mpc/h, float64."""
+    """(n_s, n_mu) int64 counts of unordered pairs of points (P, 3) in [0, L) Mpc/h, float64; ``refine``: cells
+    per s_max (None: :func:`refinement`'s choice)."""
     s_max = float(s_edges[-1])
-    n_cells = max(1, int(box_size // (s_max / REFINE)))
+    refine = refinement(len(pos), box_size, s_max) if refine is None else int(refine)
+    n_cells = max(1, int(box_size // (s_max / refine)))
     cell_of = np.minimum((pos * (n_cells / box_size)).astype(np.int64), n_cells - 1)
     flat = (cell_of[:, 0] * n_cells + cell_of[:, 1]) * n_cells + cell_of[:, 2]
     order = np.argsort(flat, kind="stable")
     starts = np.zeros(n_cells**3 + 1, dtype=np.int64)
     np.cumsum(np.bincount(flat, minlength=n_cells**3), out=starts[1:])
-    counts = np.zeros((n_cells**3, (len(s_edges) - 1) * (len(mu_edges) - 1)), dtype=np.int64)
+    runs = min(n_cells**3, RUNS)
+    counts = np.zeros((runs, (len(s_edges) - 1) * (len(mu_edges) - 1)), dtype=np.int64)
     use_torch_threads()
     xyz = np.ascontiguousarray(pos[order].T, dtype=np.float64)  # (3, P): x, y, z each contiguous (SIMD)
     _count_cells(
@@ -44,7 +52,8 @@ def cell_pair_counts(
         xyz[2],
         starts,
         n_cells,
-        _neighbour_offsets(n_cells, box_size / n_cells, s_max),
+        _neighbour_offsets(n_cells, box_size / n_cells, s_max, refine),
+        refine,
         float(box_size),
         np.asarray(s_edges, dtype=np.float64),
         np.asarray(mu_edges, dtype=np.float64),
@@ -54,14 +63,24 @@ def cell_pair_counts(
     return counts.sum(axis=0).reshape(len(s_edges) - 1, len(mu_edges) - 1)
 
 
-def _neighbour_offsets(n_cells: int, width: float, s_max: float) -> np.ndarray:
-    """(K, 3) distinct cell offsets within REFINE cells along each axis, modulo the grid (so a small grid lists
+def refinement(points: int, box_size: float, s_max: float) -> int:
+    """Cells per s_max: 3 where a cell of side s_max / 3 holds at least DENSE points on average, else 2. Finer
+    cells cut the candidate pairs (the neighbours that cannot hold a pair within s_max are left out, so the
+    candidates fill little more than the sphere), coarser ones the work per cell pair: 30,000 points in
+    256 Mpc/h (15.6 per finer cell) took 0.31 s at 3 and 0.44 s at 2; 3,000 points (1.6 per cell) 11 ms at 3
+    and 7 ms at 2 (s_max 60 Mpc/h, one process)."""
+    finer = max(1, int(box_size // (s_max / 3)))
+    return 3 if points / finer**3 >= DENSE else 2
+
+
+def _neighbour_offsets(n_cells: int, width: float, s_max: float, refine: int) -> np.ndarray:
+    """(K, 3) distinct cell offsets within ``refine`` cells along each axis, modulo the grid (so a small grid lists
     each neighbouring cell once). On a wrap-free grid an offset is dropped where its cells (side ``width``) are
     farther apart than s_max: their closest points are (|step| - 1) width apart along each axis (with a 1e-6
     margin for the rounding of the cell assignment)."""
-    steps = np.arange(-REFINE, REFINE + 1)
+    steps = np.arange(-refine, refine + 1)
     grid = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), -1).reshape(-1, 3)
-    if n_cells >= 2 * REFINE + 1:
+    if n_cells >= 2 * refine + 1:
         gap = np.maximum(np.abs(grid) - 1, 0) * width
         grid = grid[(gap**2).sum(axis=1) <= s_max**2 * (1.0 + 1e-6)]
     return np.unique(grid % n_cells, axis=0).astype(np.int64)
@@ -91,84 +110,85 @@ def _minimum_image(d: float, box: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
-def _image_shift(cell: int, offset: int, n_cells: int, box: float, wrap_free: bool) -> float:
+def _image_shift(cell: int, offset: int, n_cells: int, refine: int, box: float, wrap_free: bool) -> float:
     """The periodic shift (0 or +-L) of the pairs between a cell and its neighbour ``offset`` cells away along
     one axis (offset in [0, n_cells) modulo the grid); NaN where it is not one shift for all of them (a grid of
-    fewer than 2 REFINE + 1 cells)."""
+    fewer than 2 refine + 1 cells)."""
     if not wrap_free:
         return np.nan
-    step = offset if offset <= REFINE else offset - n_cells  # -REFINE..REFINE
+    step = offset if offset <= refine else offset - n_cells  # -refine..refine
     target = cell + step
     return -box if target >= n_cells else (box if target < 0 else 0.0)  # d - shift: +L across the top
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, parallel=True, error_model="numpy")
-def _count_cells(x, y, z, starts, n_cells, offsets, box, s_edges, mu_edges, los, counts):
-    """counts[a] += the pairs of cell a with itself and with its neighbours b > a (see the module docstring)."""
+def _count_cells(x, y, z, starts, n_cells, offsets, refine, box, s_edges, mu_edges, los, counts):
+    """counts[c] += the pairs of the cells a of run c with themselves and with their neighbours b > a (see the
+    module docstring)."""
     s2_reject = s_edges[-1] * s_edges[-1] * (1.0 + 1e-9)  # surely beyond s_max; the exact test on s follows
-    wrap_free = n_cells >= 2 * REFINE + 1
+    wrap_free = n_cells >= 2 * refine + 1
     largest = np.max(starts[1:] - starts[:-1])
     n_mu = len(mu_edges) - 1
     inv_s, inv_mu = (len(s_edges) - 1) / (s_edges[-1] - s_edges[0]), n_mu / (mu_edges[-1] - mu_edges[0])
     s_lo, s_hi, mu_lo = s_edges[0], s_edges[-1], mu_edges[0]
     last_s, last_mu = len(s_edges) - 2, n_mu - 1
-    for a in numba.prange(n_cells**3):
-        ax, ay, az = a // (n_cells * n_cells), (a // n_cells) % n_cells, a % n_cells
+    cells = n_cells**3
+    for c in numba.prange(counts.shape[0]):  # a run of cells per task: its scratch and its row of counts
         s2 = np.empty(largest)  # squared separations of one point to a neighbour cell's points
         d = np.empty((3, largest))
-        kept_s, kept_mu = (
-            np.empty(largest),
-            np.empty(largest),
-        )  # the accepted pairs: s2 and d_los, then s and mu
+        # the accepted pairs: s2 and d_los, then s and mu
+        kept_s, kept_mu = np.empty(largest), np.empty(largest)
         guess_s, guess_mu = np.empty(largest, np.int64), np.empty(largest, np.int64)
-        for k in range(offsets.shape[0]):
-            b = (((ax + offsets[k, 0]) % n_cells) * n_cells + (ay + offsets[k, 1]) % n_cells) * n_cells + (
-                az + offsets[k, 2]
-            ) % n_cells
-            if b < a:  # each cell pair once: from its lower cell
-                continue
-            # (p_j - p_i) - shift is the minimum image d - L round(d / L) of every pair of the two cells
-            sx = _image_shift(ax, offsets[k, 0], n_cells, box, wrap_free)
-            sy = _image_shift(ay, offsets[k, 1], n_cells, box, wrap_free)
-            sz = _image_shift(az, offsets[k, 2], n_cells, box, wrap_free)
-            lo_b, hi_b = starts[b], starts[b + 1]
-            for i in range(starts[a], starts[a + 1]):
-                first = i + 1 if b == a else lo_b
-                m = hi_b - first
-                if wrap_free:  # a branch-free loop the compiler vectorises
+        row = counts[c]
+        for a in range(c * cells // counts.shape[0], (c + 1) * cells // counts.shape[0]):
+            ax, ay, az = a // (n_cells * n_cells), (a // n_cells) % n_cells, a % n_cells
+            for k in range(offsets.shape[0]):
+                b = (
+                    ((ax + offsets[k, 0]) % n_cells) * n_cells + (ay + offsets[k, 1]) % n_cells
+                ) * n_cells + (az + offsets[k, 2]) % n_cells
+                if b < a:  # each cell pair once: from its lower cell
+                    continue
+                # (p_j - p_i) - shift is the minimum image d - L round(d / L) of every pair of the two cells
+                sx = _image_shift(ax, offsets[k, 0], n_cells, refine, box, wrap_free)
+                sy = _image_shift(ay, offsets[k, 1], n_cells, refine, box, wrap_free)
+                sz = _image_shift(az, offsets[k, 2], n_cells, refine, box, wrap_free)
+                lo_b, hi_b = starts[b], starts[b + 1]
+                for i in range(starts[a], starts[a + 1]):
+                    first = i + 1 if b == a else lo_b
+                    m = hi_b - first
+                    if wrap_free:  # a branch-free loop the compiler vectorises
+                        for t in range(m):
+                            dx, dy, dz = (
+                                (x[first + t] - x[i]) - sx,
+                                (y[first + t] - y[i]) - sy,
+                                (z[first + t] - z[i]) - sz,
+                            )
+                            d[0, t], d[1, t], d[2, t] = dx, dy, dz
+                            s2[t] = dx * dx + dy * dy + dz * dz
+                    else:
+                        for t in range(m):
+                            dx = _minimum_image(x[first + t] - x[i], box)
+                            dy = _minimum_image(y[first + t] - y[i], box)
+                            dz = _minimum_image(z[first + t] - z[i], box)
+                            d[0, t], d[1, t], d[2, t] = dx, dy, dz
+                            s2[t] = dx * dx + dy * dy + dz * dz
+                    # compaction without a branch (1 pair in 4 accepted: a branch mispredicts)
+                    accepted = 0
                     for t in range(m):
-                        dx, dy, dz = (
-                            (x[first + t] - x[i]) - sx,
-                            (y[first + t] - y[i]) - sy,
-                            (z[first + t] - z[i]) - sz,
-                        )
-                        d[0, t], d[1, t], d[2, t] = dx, dy, dz
-                        s2[t] = dx * dx + dy * dy + dz * dz
-                else:
-                    for t in range(m):
-                        dx = _minimum_image(x[first + t] - x[i], box)
-                        dy = _minimum_image(y[first + t] - y[i], box)
-                        dz = _minimum_image(z[first + t] - z[i], box)
-                        d[0, t], d[1, t], d[2, t] = dx, dy, dz
-                        s2[t] = dx * dx + dy * dy + dz * dz
-                accepted = 0
-                for t in range(m):  # compaction without a branch (1 pair in 4 accepted: a branch mispredicts)
-                    kept_s[accepted] = s2[t]
-                    kept_mu[accepted] = d[los, t]
-                    accepted += s2[t] <= s2_reject
-                for u in range(
-                    accepted
-                ):  # vectorised: square roots, divisions (error_model="numpy"), bin guesses
-                    s = np.sqrt(kept_s[u])
-                    ratio = abs(kept_mu[u]) / s
-                    mu = min(ratio, 1.0) if s > 0 else 0.0
-                    kept_s[u], kept_mu[u] = s, mu
-                    guess_s[u] = min(max(np.int64((s - s_lo) * inv_s), 0), last_s)
-                    guess_mu[u] = min(max(np.int64((mu - mu_lo) * inv_mu), 0), last_mu)
-                row = counts[a]
-                for u in range(accepted):
-                    s = kept_s[u]
-                    if s < s_lo or s > s_hi:
-                        continue
-                    s_bin = _settle(s_edges, s, guess_s[u])
-                    row[s_bin * n_mu + _settle(mu_edges, kept_mu[u], guess_mu[u])] += 1
+                        kept_s[accepted] = s2[t]
+                        kept_mu[accepted] = d[los, t]
+                        accepted += s2[t] <= s2_reject
+                    # vectorised: square roots, divisions (error_model="numpy"), bin guesses
+                    for u in range(accepted):
+                        s = np.sqrt(kept_s[u])
+                        ratio = abs(kept_mu[u]) / s
+                        mu = min(ratio, 1.0) if s > 0 else 0.0
+                        kept_s[u], kept_mu[u] = s, mu
+                        guess_s[u] = min(max(np.int64((s - s_lo) * inv_s), 0), last_s)
+                        guess_mu[u] = min(max(np.int64((mu - mu_lo) * inv_mu), 0), last_mu)
+                    for u in range(accepted):
+                        s = kept_s[u]
+                        if s < s_lo or s > s_hi:
+                            continue
+                        s_bin = _settle(s_edges, s, guess_s[u])
+                        row[s_bin * n_mu + _settle(mu_edges, kept_mu[u], guess_mu[u])] += 1
