@@ -6,8 +6,9 @@ cell pair only once, so a grid of fewer than 2 R + 1 cells per side still counts
 pairs of a one-cell grid).
 Each candidate pair's separation is the minimum image d - L round(d / L), its s = sqrt(dx^2 + dy^2 + dz^2) and
 mu = min(|d_los| / s, 1) binned as ``evaluate.clustering.pair_counts`` bins them ([lo, hi) bins, the last one
-closed; the same float64 operations in the same order), so both give the same integers (tests). Cells are
-counted in parallel (numba's threads, as many as torch's), each into its own row of counts, summed at the end: no races.
+closed; the same float64 operations in the same order), so both give the same integers (tests). Runs of cells
+are counted in parallel (numba's threads, as many as torch's), each into its own row of counts, summed at the
+end: no races.
 Written by hand because the one library that does this (Corrfunc) needs libgsl and is not a dependency.
 """
 
@@ -67,8 +68,8 @@ def refinement(points: int, box_size: float, s_max: float) -> int:
     """Cells per s_max: 3 where a cell of side s_max / 3 holds at least DENSE points on average, else 2. Finer
     cells cut the candidate pairs (the neighbours that cannot hold a pair within s_max are left out, so the
     candidates fill little more than the sphere), coarser ones the work per cell pair: 30,000 points in
-    256 Mpc/h (15.6 per finer cell) took 0.31 s at 3 and 0.44 s at 2; 3,000 points (1.6 per cell) 11 ms at 3
-    and 7 ms at 2 (s_max 60 Mpc/h, one process)."""
+    256 Mpc/h (15.6 per finer cell) took 0.34 s at 3 and 0.44 s at 2; 3,000 points (1.6 per cell) 13 ms at 3
+    and 7 ms at 2 (s_max 60 Mpc/h, one process, medians of 7)."""
     finer = max(1, int(box_size // (s_max / 3)))
     return 3 if points / finer**3 >= DENSE else 2
 
