@@ -126,19 +126,17 @@ def _image_shift(cell: int, offset: int, n_cells: int, refine: int, box: float, 
 def _count_cells(x, y, z, starts, n_cells, offsets, refine, box, s_edges, mu_edges, los, counts):
     """counts[c] += the pairs of the cells a of run c with themselves and with their neighbours b > a (see the
     module docstring)."""
-    s2_reject = s_edges[-1] * s_edges[-1] * (1.0 + 1e-9)  # surely beyond s_max; the exact test on s follows
     wrap_free = n_cells >= 2 * refine + 1
     largest = np.max(starts[1:] - starts[:-1])
-    n_mu = len(mu_edges) - 1
-    inv_s, inv_mu = (len(s_edges) - 1) / (s_edges[-1] - s_edges[0]), n_mu / (mu_edges[-1] - mu_edges[0])
-    s_lo, s_hi, mu_lo = s_edges[0], s_edges[-1], mu_edges[0]
-    last_s, last_mu = len(s_edges) - 2, n_mu - 1
     cells = n_cells**3
-    for c in numba.prange(counts.shape[0]):  # a run of cells per task: its scratch and its row of counts
-        s2 = np.empty(largest)  # squared separations of one point to a neighbour cell's points
-        d = np.empty((3, largest))
-        # the accepted pairs: s2 and d_los, then s and mu
-        kept_s, kept_mu = np.empty(largest), np.empty(largest)
+    n_mu, s_lo, s_hi, mu_lo = len(mu_edges) - 1, s_edges[0], s_edges[-1], mu_edges[0]
+    bins = (  # s^2 surely beyond s_max (the exact test on s follows), edges, 1 / mean bin widths, last bins
+        s_hi * s_hi * (1.0 + 1e-9), s_lo, s_hi, mu_lo, (len(s_edges) - 1) / (s_hi - s_lo),
+        n_mu / (mu_edges[-1] - mu_lo), len(s_edges) - 2, n_mu - 1,
+    )  # fmt: skip
+    for c in numba.prange(counts.shape[0]):  # a run of cells per task: its own work arrays and row of counts
+        d, s2 = np.empty((3, largest)), np.empty(largest)  # one point against one cell's points
+        kept_s, kept_mu = np.empty(largest), np.empty(largest)  # the pairs within s_max: s^2, d_los; s, mu
         guess_s, guess_mu = np.empty(largest, np.int64), np.empty(largest, np.int64)
         row = counts[c]
         for a in range(c * cells // counts.shape[0], (c + 1) * cells // counts.shape[0]):
@@ -150,46 +148,59 @@ def _count_cells(x, y, z, starts, n_cells, offsets, refine, box, s_edges, mu_edg
                 if b < a:  # each cell pair once: from its lower cell
                     continue
                 # (p_j - p_i) - shift is the minimum image d - L round(d / L) of every pair of the two cells
-                sx = _image_shift(ax, offsets[k, 0], n_cells, refine, box, wrap_free)
-                sy = _image_shift(ay, offsets[k, 1], n_cells, refine, box, wrap_free)
-                sz = _image_shift(az, offsets[k, 2], n_cells, refine, box, wrap_free)
-                lo_b, hi_b = starts[b], starts[b + 1]
+                shift = (
+                    _image_shift(ax, offsets[k, 0], n_cells, refine, box, wrap_free),
+                    _image_shift(ay, offsets[k, 1], n_cells, refine, box, wrap_free),
+                    _image_shift(az, offsets[k, 2], n_cells, refine, box, wrap_free),
+                )
                 for i in range(starts[a], starts[a + 1]):
-                    first = i + 1 if b == a else lo_b
-                    m = hi_b - first
-                    if wrap_free:  # a branch-free loop the compiler vectorises
-                        for t in range(m):
-                            dx, dy, dz = (
-                                (x[first + t] - x[i]) - sx,
-                                (y[first + t] - y[i]) - sy,
-                                (z[first + t] - z[i]) - sz,
-                            )
-                            d[0, t], d[1, t], d[2, t] = dx, dy, dz
-                            s2[t] = dx * dx + dy * dy + dz * dz
-                    else:
-                        for t in range(m):
-                            dx = _minimum_image(x[first + t] - x[i], box)
-                            dy = _minimum_image(y[first + t] - y[i], box)
-                            dz = _minimum_image(z[first + t] - z[i], box)
-                            d[0, t], d[1, t], d[2, t] = dx, dy, dz
-                            s2[t] = dx * dx + dy * dy + dz * dz
-                    # compaction without a branch (1 pair in 4 accepted: a branch mispredicts)
-                    accepted = 0
-                    for t in range(m):
-                        kept_s[accepted] = s2[t]
-                        kept_mu[accepted] = d[los, t]
-                        accepted += s2[t] <= s2_reject
-                    # vectorised: square roots, divisions (error_model="numpy"), bin guesses
-                    for u in range(accepted):
-                        s = np.sqrt(kept_s[u])
-                        ratio = abs(kept_mu[u]) / s
-                        mu = min(ratio, 1.0) if s > 0 else 0.0
-                        kept_s[u], kept_mu[u] = s, mu
-                        guess_s[u] = min(max(np.int64((s - s_lo) * inv_s), 0), last_s)
-                        guess_mu[u] = min(max(np.int64((mu - mu_lo) * inv_mu), 0), last_mu)
-                    for u in range(accepted):
-                        s = kept_s[u]
-                        if s < s_lo or s > s_hi:
-                            continue
-                        s_bin = _settle(s_edges, s, guess_s[u])
-                        row[s_bin * n_mu + _settle(mu_edges, kept_mu[u], guess_mu[u])] += 1
+                    first = i + 1 if b == a else starts[b]
+                    _count_point(
+                        x, y, z, i, first, starts[b + 1], shift, wrap_free, box, los, s_edges, mu_edges, bins,
+                        d, s2, kept_s, kept_mu, guess_s, guess_mu, row,
+                    )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, inline="always", error_model="numpy")
+def _count_point(
+    x, y, z, i, first, stop, shift, wrap_free, box, los, s_edges, mu_edges, bins,
+    d, s2, kept_s, kept_mu, guess_s, guess_mu, row,
+):  # fmt: skip
+    """row += the pairs of point i with points first..stop - 1 (one neighbour cell), in three loops: the
+    separations (vectorised), a branch-free compaction of the pairs within s_max (1 in 4: a branch would
+    mispredict), then s, mu and bin guesses (vectorised square roots and divisions) and the exact bins."""
+    m = stop - first
+    if wrap_free:  # a branch-free loop the compiler vectorises
+        for t in range(m):
+            dx, dy, dz = (
+                (x[first + t] - x[i]) - shift[0],
+                (y[first + t] - y[i]) - shift[1],
+                (z[first + t] - z[i]) - shift[2],
+            )
+            d[0, t], d[1, t], d[2, t] = dx, dy, dz
+            s2[t] = dx * dx + dy * dy + dz * dz
+    else:
+        for t in range(m):
+            dx = _minimum_image(x[first + t] - x[i], box)
+            dy = _minimum_image(y[first + t] - y[i], box)
+            dz = _minimum_image(z[first + t] - z[i], box)
+            d[0, t], d[1, t], d[2, t] = dx, dy, dz
+            s2[t] = dx * dx + dy * dy + dz * dz
+    s2_reject, s_lo, s_hi, mu_lo, inv_s, inv_mu, last_s, last_mu = bins
+    accepted = 0
+    for t in range(m):
+        kept_s[accepted], kept_mu[accepted] = s2[t], d[los, t]
+        accepted += s2[t] <= s2_reject
+    for u in range(accepted):
+        s = np.sqrt(kept_s[u])
+        ratio = abs(kept_mu[u]) / s
+        mu = min(ratio, 1.0) if s > 0 else 0.0
+        kept_s[u], kept_mu[u] = s, mu
+        guess_s[u] = min(max(np.int64((s - s_lo) * inv_s), 0), last_s)
+        guess_mu[u] = min(max(np.int64((mu - mu_lo) * inv_mu), 0), last_mu)
+    n_mu = last_mu + 1
+    for u in range(accepted):
+        s = kept_s[u]
+        if s < s_lo or s > s_hi:
+            continue
+        row[_settle(s_edges, s, guess_s[u]) * n_mu + _settle(mu_edges, kept_mu[u], guess_mu[u])] += 1
