@@ -196,8 +196,9 @@ class CICStencil:
 class CompiledCICStencil:
     """CPU particles for repeated CIC paint and readout with the compiled kernels (``fields.compiled``):
     the positions (P, 3) Mpc/h, sorted once by grid row on first use (``compiled.sort_by_row``, 16 bytes per
-    float32 particle, kept for every later paint and readout); each call recomputes the 8 weights in the loop, which is
-    faster than reading a stored stencil back. Same API and numbers (to float rounding) as :class:`CICStencil`."""
+    float32 particle, kept for every later paint and readout); each call recomputes the 8 weights in the loop,
+    which is faster than reading a stored stencil back. Same API and numbers (to float rounding) as
+    :class:`CICStencil`."""
 
     n: int
     positions: torch.Tensor  # (P, 3), float32 or float64, contiguous, on the CPU
@@ -269,7 +270,7 @@ class CompiledCICStencil:
 
         dtype = torch.promote_types(field.dtype, self.positions.dtype)
         use_torch_threads()
-        positions = self._sorted[1].astype(torch.empty((), dtype=dtype).numpy().dtype, copy=False)
+        positions = self._sorted[1].astype(np.float64 if dtype == torch.float64 else np.float32, copy=False)
         return field.detach().to(dtype).contiguous().numpy(), positions
 
     def _inv_cell(self, dtype: np.dtype | None = None):
