@@ -19,8 +19,8 @@ to the caller's rows (``fields.mesh.CompiledCICStencil`` sorts once per particle
 Vector fields are painted and read a component at a time: on sorted particles one N^3 grid in cache per pass
 beats a channels-last (N^3, C) layout (3 components: 135 against 195 ms at 1 thread, 96 against 115 ms at 2;
 a weighted paint of 4 channels 2x faster), so there is no channels-last kernel.
-Threads: paint is one serial loop (a scatter; parallel writes would race), readout and the gradient parallel
-loops over particles and mesh planes (numba's threads, ``numba.set_num_threads``). Compilation (seconds per
+Threads: paint and the row sort are serial loops (scatters; parallel writes would race), readout and the
+gradient parallel loops over particles and mesh planes (numba's threads, ``numba.set_num_threads``). Compilation (seconds per
 dtype, on first use) is cached on disk beside this module (``cache=True``), so later processes start at once.
 """
 
