@@ -20,8 +20,9 @@ Vector fields are painted and read a component at a time: on sorted particles on
 beats a channels-last (N^3, C) layout (3 components: 135 against 195 ms at 1 thread, 96 against 115 ms at 2;
 a weighted paint of 4 channels 2x faster), so there is no channels-last kernel.
 Threads: paint and the row sort are serial loops (scatters; parallel writes would race), readout and the
-gradient parallel loops over particles and mesh planes (numba's threads, ``numba.set_num_threads``). Compilation (seconds per
-dtype, on first use) is cached on disk beside this module (``cache=True``), so later processes start at once.
+gradient parallel loops over particles and mesh planes (numba's threads, ``numba.set_num_threads``).
+Compilation (seconds per dtype, on first use) is cached on disk beside this module (``cache=True``), so later
+processes start at once.
 """
 
 from __future__ import annotations
