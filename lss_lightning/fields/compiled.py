@@ -6,9 +6,9 @@ to floor(u) + 1, periodic, f = u - floor(u), along each axis (``fields.mesh``). 
 computed in the positions' precision (pass inv_cell = N / L as a scalar of that dtype; float32 maths are 20%
 faster and round as torch's path does) and added to (or read from) the grid in the loop, so no weights are
 stored: torch's index_add_ path needs (8, P) indices and weights in memory (64 bytes per particle, against the
-sorted copy's 16 below) and is slower on a CPU (``bench/bench_cic.py``). The 8 corners are written out, not looped over: numba indexes a tuple with a loop
-variable through a branch per element, which cost 2x. Written by hand because no installed library paints
-CIC onto a torch grid in place.
+sorted copy's 16 below) and is slower on a CPU (``bench/bench_cic.py``). The 8 corners are written out, not
+looped over: numba indexes a tuple with a loop variable through a branch per element, which cost 2x. Written
+by hand because no installed library paints CIC onto a torch grid in place.
 
 Cache locality sets the speed: 128^3 particles of a jittered lattice painted in their own order touch ~20
 planes of a 256^3 grid at a time and wait on memory for 3/4 of the loop (the same loop on particles packed into
