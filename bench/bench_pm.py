@@ -16,7 +16,8 @@ fiducial cosmology, fixed-amplitude initial conditions (one box scatters ~15% at
    particle per mesh cell, so the same functions are driven directly).
 5. How steps and mesh factor move P(k) and the mass function (seed 1): 5 / 10 / 20 steps, mesh 1x / 2x / 3x.
 6. The budget of one force call on the CPU (``force_budget``; alone with ``--budget``): each stage (the row
-   sort, paint, forward FFT, Green's function, inverse FFT to phi, the compiled 4-point gradient, the readout of the 3 components),
+   sort, paint, forward FFT, Green's function, inverse FFT to phi, the compiled 4-point gradient, the readout
+   of the 3 components),
    median of 5 calls, beside its floor: the FFTs against the same transforms into preallocated outputs, the
    other stages against one pass over the memory they touch (torch.sum or copy_: the traffic a scatter, gather
    or stencil cannot avoid), so a regression in a stage shows as its ratio to the floor.
