@@ -183,7 +183,8 @@ def test_streamed_pair_counts_equal_the_materialised_ones_exactly():
 
 @pytest.mark.parametrize(
     ("box", "s_max", "los_axis", "spacing"),
-    [  # 10 / 14 cells per side at 2 / 3 cells per s_max (275 of 343 neighbours kept at 3), then 4 / 6: offsets wrap
+    # 10 / 14 cells per side at 2 / 3 cells per s_max (275 of 343 neighbours kept at 3), then 4 / 6: offsets wrap
+    [
         (200.0, 40.0, 2, "even"),
         (200.0, 40.0, 2, "geometric"),
         (100.0, 45.0, 0, "even"),
